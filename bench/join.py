@@ -1,0 +1,50 @@
+"""Join measured efficiency rows with accuracy rows on (encoder, resolution, llm)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import pandas as pd
+
+from .accuracy_table import ACCURACY_COLUMNS, normalize_accuracy
+from .records import CONFIG_KEYS, STATUS_OK
+
+KEYS = list(CONFIG_KEYS)
+
+
+def _normalize_keys(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["encoder"] = out["encoder"].astype(str).str.strip()
+    out["llm"] = out["llm"].astype(str).str.strip()
+    out["resolution"] = pd.to_numeric(out["resolution"], errors="coerce").astype("Int64")
+    return out
+
+
+def join_efficiency_accuracy(results_df: pd.DataFrame, acc_long: pd.DataFrame
+                             ) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return ``(joined, unmatched_results, unmatched_accuracy)``.
+
+    Only results with ``status == "ok"`` take part. ``joined`` has one row per (result row,
+    accuracy row) pair: every results column plus ``benchmark``, ``metric``, ``accuracy``,
+    ``source`` and ``origin`` (an accuracy ``source`` column never collides: results have none).
+    ``unmatched_results`` are ok results with no accuracy row; ``unmatched_accuracy`` are
+    accuracy rows whose configuration has no ok result.
+    """
+    missing = [k for k in KEYS + ["status"] if k not in results_df.columns]
+    if missing and not results_df.empty:
+        raise KeyError(f"results table lacks column(s) {missing}")
+    acc = normalize_accuracy(acc_long) if acc_long is not None else normalize_accuracy(
+        pd.DataFrame(columns=list(ACCURACY_COLUMNS)))
+    if results_df.empty:
+        ok = pd.DataFrame(columns=KEYS)
+    else:
+        ok = _normalize_keys(results_df[results_df["status"] == STATUS_OK])
+    acc = _normalize_keys(acc)
+    acc_cols = [c for c in acc.columns if c not in KEYS]
+    clash = [c for c in acc_cols if c in ok.columns]
+    acc_side = acc.rename(columns={c: f"{c}_acc" for c in clash})
+    joined = ok.merge(acc_side, on=KEYS, how="inner")
+    acc_keys = set(map(tuple, acc[KEYS].astype(object).itertuples(index=False, name=None)))
+    ok_keys = set(map(tuple, ok[KEYS].astype(object).itertuples(index=False, name=None)))
+    um_res = ok[[tuple(k) not in acc_keys for k in ok[KEYS].astype(object).itertuples(index=False, name=None)]]
+    um_acc = acc[[tuple(k) not in ok_keys for k in acc[KEYS].astype(object).itertuples(index=False, name=None)]]
+    return (joined.reset_index(drop=True), um_res.reset_index(drop=True), um_acc.reset_index(drop=True))

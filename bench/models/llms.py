@@ -1,0 +1,95 @@
+"""LLM zoo: decoder-only language models built from their published config values.
+
+No hub access: each entry holds the numbers of the model's ``config.json`` (Qwen2 0.5B/1.5B/7B
+instruct, Vicuna-7B v1.5 which has the Llama-2-7B shape) and transformers builds the
+architecture from them. Parameters are created on the meta device and materialised later on
+the target device (``bench.models.materialize``), so a 7B model costs no CPU initialisation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    name: str
+    family: str  # "qwen2" or "llama"
+    description: str
+    config: Dict[str, Any] = field(hash=False)
+    tiny: bool = False
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config["vocab_size"])
+
+    def hf_config(self, attn_implementation: str = "sdpa"):
+        """The transformers config object for this LLM."""
+        if self.family == "qwen2":
+            from transformers import Qwen2Config as Config
+        elif self.family == "llama":
+            from transformers import LlamaConfig as Config
+        else:  # pragma: no cover - guarded by registration
+            raise ValueError(f"unknown LLM family {self.family}")
+        cfg = Config(**self.config)
+        cfg._attn_implementation = attn_implementation
+        return cfg
+
+    def build(self, attn_implementation: str = "sdpa"):
+        """Build the causal LM (parameters wherever the caller's context puts them)."""
+        if attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+        from transformers import LlamaForCausalLM, Qwen2ForCausalLM
+
+        cls = Qwen2ForCausalLM if self.family == "qwen2" else LlamaForCausalLM
+        model = cls(self.hf_config(attn_implementation))
+        return model.eval()
+
+
+LLMS: Registry[LLMSpec] = Registry("llm")
+
+
+def register_llm(spec: LLMSpec) -> LLMSpec:
+    return LLMS.add(spec.name, spec)
+
+
+_QWEN2_COMMON = dict(hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, use_sliding_window=False, bos_token_id=151643,
+                     eos_token_id=151645, attention_dropout=0.0)
+
+register_llm(LLMSpec("qwen2_0.5b", "qwen2", "Qwen2-0.5B-Instruct", dict(
+    _QWEN2_COMMON, vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+    num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)))
+register_llm(LLMSpec("qwen2_1.5b", "qwen2", "Qwen2-1.5B-Instruct", dict(
+    _QWEN2_COMMON, vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+    num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True)))
+register_llm(LLMSpec("qwen2_7b", "qwen2", "Qwen2-7B-Instruct", dict(
+    _QWEN2_COMMON, vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+    num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False)))
+register_llm(LLMSpec("vicuna_7b", "llama", "Vicuna-7B v1.5 (Llama-2-7B shape)", dict(
+    vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=32, hidden_act="silu", max_position_embeddings=4096,
+    rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+    pad_token_id=0)))
+register_llm(LLMSpec("qwen2_tiny", "qwen2", "tiny Qwen2-shaped LM for tests", dict(
+    _QWEN2_COMMON, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096,
+    bos_token_id=1, eos_token_id=2), tiny=True))
+register_llm(LLMSpec("llama_tiny", "llama", "tiny Llama-shaped LM for tests", dict(
+    vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=4, max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=1,
+    eos_token_id=2), tiny=True))
+
+
+def get_llm_spec(name: str) -> LLMSpec:
+    return LLMS.get(name)
+
+
+def llm_names(include_tiny: bool = True):
+    return [n for n in LLMS.names() if include_tiny or not LLMS.get(n).tiny]

@@ -1,0 +1,186 @@
+"""The VLM under test: vision encoder -> projector -> LLM, with one method per timed stage.
+
+``build_vlm`` is the only way models are made: it builds every part with parameters on the
+meta device, checks the target device has the memory for them (else raises
+:class:`InsufficientMemoryError`, which a sweep records as *skipped*), then materialises the
+parameters directly on the device (or loads a local checkpoint).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .encoders import VisionEncoder, get_encoder_spec
+from .llms import get_llm_spec
+from .materialize import count_parameters, materialize, meta_parameters
+from .projector import build_projector
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class InsufficientMemoryError(RuntimeError):
+    """The device lacks the memory for the model's parameters (checked before allocating)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but torch sees no CUDA device; use device=cpu or auto")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+class VLM(nn.Module):
+    """Encoder, projector and LLM, exposing the pipeline as separately callable stages."""
+
+    def __init__(self, encoder: VisionEncoder, projector: nn.Module, llm: nn.Module,
+                 encoder_name: str, llm_name: str, resolution: int):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.llm = llm
+        self.encoder_name, self.llm_name, self.resolution = encoder_name, llm_name, resolution
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.llm.parameters()).dtype
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.encoder.num_tokens(self.resolution)
+
+    # ---- stages -------------------------------------------------------------------------
+    def preprocess(self, images: Sequence["PIL.Image.Image"]) -> torch.Tensor:  # noqa: F821
+        from .preprocess import images_to_tensor
+
+        spec = self.encoder.spec
+        return images_to_tensor(images, self.resolution, spec.mean, spec.std, self.device, self.dtype)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pixels)
+
+    def project(self, visual_tokens: torch.Tensor) -> torch.Tensor:
+        return self.projector(visual_tokens)
+
+    def prefill(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor):
+        """One forward over [visual embeddings + prompt] with a fresh KV cache.
+
+        Returns ``(first_token_ids, past_key_values)``; only the last position's logits are
+        computed, as a serving stack does for the first token.
+        """
+        from transformers import DynamicCache
+
+        text = self.llm.get_input_embeddings()(input_ids)
+        embeds = torch.cat([visual_embeds.to(text.dtype), text], dim=1)
+        out = self.llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
+                       use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].argmax(dim=-1), out.past_key_values
+
+    def first_token(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """TTFT path: image tensor in -> first token id out."""
+        ids, _ = self.prefill(self.project(self.encode(pixels)), input_ids)
+        return ids
+
+    @torch.no_grad()
+    def generate(self, pixels: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor,
+                 max_new_tokens: int = 16, eos_token_id: Optional[int] = None) -> List[int]:
+        """Greedy decoding for one image: [prefix text, image tokens, suffix text] -> new ids."""
+        from transformers import DynamicCache
+
+        emb = self.llm.get_input_embeddings()
+        vis = self.project(self.encode(pixels)).to(self.dtype)
+        embeds = torch.cat([emb(prefix_ids), vis, emb(suffix_ids)], dim=1)
+        cache = DynamicCache(config=self.llm.config)
+        out = self.llm(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        new: List[int] = []
+        for _ in range(max_new_tokens):
+            nxt = out.logits[:, -1, :].argmax(dim=-1)
+            token = int(nxt[0])
+            if eos_token_id is not None and token == eos_token_id:
+                break
+            new.append(token)
+            out = self.llm(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True,
+                           logits_to_keep=1)
+        return new
+
+    def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> torch.Tensor:
+        """Deterministic placeholder prompt token ids (token values do not change latency)."""
+        gen = torch.Generator().manual_seed(seed)
+        vocab = self.llm.config.vocab_size
+        return torch.randint(3, vocab, (batch_size, prompt_tokens), generator=gen).to(self.device)
+
+    def parameter_counts(self) -> dict:
+        return {"vision": count_parameters(self.encoder), "projector": count_parameters(self.projector),
+                "llm": count_parameters(self.llm)}
+
+
+@dataclass
+class BuildInfo:
+    build_s: float
+    param_bytes: int
+    available_bytes: int
+
+
+def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dtype: str = "auto",
+              attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
+              checkpoint: Optional[str] = None, memory_headroom: float = 1.15):
+    """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
+
+    Unknown names and impossible resolutions raise before anything is allocated.
+    """
+    t0 = time.perf_counter()
+    enc_spec, llm_spec = get_encoder_spec(encoder), get_llm_spec(llm)
+    enc_spec.check_resolution(resolution)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    with meta_parameters():
+        enc = enc_spec.build(resolution)
+        lm = llm_spec.build(attn_implementation)
+        proj = build_projector(projector, enc_spec.channels, llm_spec.hidden_size)
+    vlm = VLM(enc, proj, lm, encoder, llm, resolution).eval()
+    elem = torch.empty((), dtype=dt).element_size()
+    need = count_parameters(vlm) * elem
+    have = available_memory_bytes(dev)
+    if need * memory_headroom > have:
+        raise InsufficientMemoryError(
+            f"{encoder}+{llm} needs ~{need * memory_headroom / 2**30:.1f} GiB for parameters in "
+            f"{dtype_name(dt)} on {dev}, only {have / 2**30:.1f} GiB available")
+    materialize(vlm, dev, dt)
+    if checkpoint:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(vlm, checkpoint)
+    vlm.encoder.prepare_for_inference()
+    vlm.eval()
+    return vlm, BuildInfo(time.perf_counter() - t0, need, have)

@@ -1,0 +1,73 @@
+"""Terminal progress for Hydra multiruns: which point, how many left, estimated time left.
+
+A Hydra callback (configured in ``sweeps/config.yaml``). The total is computed the way
+Hydra's basic sweeper expands the grid: the sweep config's ``hydra.sweeper.params`` with the
+command line's overrides taking precedence key by key. The estimate uses only points that
+were really measured (points resumed from the store finish at once).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Dict, List
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def count_jobs(sweeper_params: Dict[str, Any], task_overrides: List[str]) -> int:
+    """How many jobs a basic-sweeper multirun will launch."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + list(task_overrides or [])
+    parsed = OverridesParser.create().parse_overrides(args)
+    sizes: Dict[str, int] = {}
+    for ov in parsed:
+        key = ov.get_key_element()
+        sizes[key] = len(list(ov.sweep_string_iterator())) if ov.is_sweep_override() else 1
+    return math.prod(sizes.values()) if sizes else 1
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class ProgressCallback(Callback):
+    def __init__(self) -> None:
+        self.total = 0
+        self.started = 0
+        self.measured_s: List[float] = []
+        self.t0 = time.perf_counter()
+        self._job_t0 = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        params = config.hydra.sweeper.get("params") or {}
+        if OmegaConf.is_config(params):
+            params = OmegaConf.to_container(params, resolve=False)
+        try:
+            self.total = count_jobs(params, list(config.hydra.overrides.task))
+        except Exception:  # progress must never break a sweep
+            self.total = 0
+        self.t0 = time.perf_counter()
+        print(f"fastvlm-bench: sweep '{config.get('name')}' with {self.total or '?'} points", file=sys.stderr,
+              flush=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started += 1
+        self._job_t0 = time.perf_counter()
+        left = max(0, self.total - self.started + 1) if self.total else None
+        eta = ""
+        if self.measured_s and left is not None:
+            eta = f" | ETA {_fmt(sum(self.measured_s) / len(self.measured_s) * left)}"
+        point = f"{config.encoder.name}@{config.resolution}px + {config.llm.name}"
+        print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
+              f"{eta}", file=sys.stderr, flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        rv = getattr(job_return, "_return_value", None)
+        if isinstance(rv, dict) and not rv.get("resumed") and rv.get("status") == "ok":
+            self.measured_s.append(time.perf_counter() - self._job_t0)

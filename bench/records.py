@@ -1,0 +1,168 @@
+"""The one result schema: a record per sweep point, and its flat table form.
+
+Everything measured goes through :class:`Record`; the results store writes it as JSON
+(one file per point, raw samples included) and as rows of a consolidated table. Reports,
+``compare`` and the accuracy join read only the flat columns documented here, so this file
+is the contract between the measuring half and the reporting half of the project.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+SCHEMA_VERSION = 1
+
+#: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
+#: measured end to end in the same loop iteration as the stages.
+STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
+
+#: Fields that identify a sweep point; two records with equal values measure the same thing.
+POINT_KEYS = (
+    "encoder", "resolution", "llm", "dtype", "device", "batch_size", "prompt_tokens",
+    "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
+)
+
+#: Fields that say which configuration a row is, for joins with accuracy.
+CONFIG_KEYS = ("encoder", "resolution", "llm")
+
+STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
+
+
+@dataclass
+class PointConfig:
+    """What was measured: the resolved knobs of one sweep point."""
+
+    encoder: str
+    resolution: int
+    llm: str
+    dtype: str
+    device: str
+    batch_size: int = 1
+    prompt_tokens: int = 32
+    attn_implementation: str = "sdpa"
+    compile: bool = False
+    compile_mode: str = "default"
+    preprocess: bool = True
+    threads: Optional[int] = None
+
+    def point_id(self) -> str:
+        """A stable short id: the same knobs always give the same id (used for resume)."""
+        key = json.dumps({k: getattr(self, k) for k in POINT_KEYS}, sort_keys=True)
+        return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
+
+
+@dataclass
+class StageStats:
+    """Summary statistics of one timed stage, in milliseconds, with the raw samples kept."""
+
+    median: float
+    mean: float
+    p10: float
+    p90: float
+    iqr: float
+    std: float
+    n: int
+    samples: List[float] = field(default_factory=list)
+
+
+@dataclass
+class Record:
+    """One sweep point's outcome. Fields that do not apply are ``None``, never zero."""
+
+    sweep: str
+    config: PointConfig
+    status: str = STATUS_OK
+    message: str = ""
+    visual_tokens: Optional[int] = None
+    encoder_channels: Optional[int] = None
+    llm_hidden: Optional[int] = None
+    stages: Dict[str, StageStats] = field(default_factory=dict)
+    #: FLOPs per stage for one batch (forward only), counted by torch.utils.flop_counter.
+    flops: Dict[str, Optional[float]] = field(default_factory=dict)
+    #: Parameter counts per model part (vision, projector, llm).
+    params: Dict[str, Optional[int]] = field(default_factory=dict)
+    peak_memory_mb: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    energy_per_inference_j: Optional[float] = None
+    avg_power_w: Optional[float] = None
+    #: Device facts and hygiene (GPU name, driver, clocks, temperatures, other processes).
+    device_info: Dict[str, Any] = field(default_factory=dict)
+    #: Seconds spent building models, compiling, inside timed regions, and in total.
+    build_s: Optional[float] = None
+    compile_s: Optional[float] = None
+    timed_s: Optional[float] = None
+    wall_s: Optional[float] = None
+    #: Measured device peak (TFLOP/s) used for roofline fractions, when measured.
+    device_peak_tflops: Optional[float] = None
+    env: Dict[str, Any] = field(default_factory=dict)
+    timestamp: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def point_id(self) -> str:
+        return self.config.point_id()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=False, default=str)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Record":
+        d = dict(d)
+        d["config"] = PointConfig(**d["config"])
+        d["stages"] = {k: StageStats(**v) for k, v in (d.get("stages") or {}).items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_row(self) -> Dict[str, Any]:
+        """Flatten to one table row; column names are documented in the README."""
+        row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
+        row.update(asdict(self.config))
+        row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
+                   encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
+        for stage in STAGES:
+            s = self.stages.get(stage)
+            row[f"{stage}_ms"] = s.median if s else None
+            for stat in ("mean", "p10", "p90", "iqr", "std"):
+                row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
+            row[f"{stage}_n"] = s.n if s else None
+            row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
+        for stage in ("vision_latency", "projector", "prefill", "ttft"):
+            fl = self.flops.get(stage)
+            row[f"{stage}_gflops"] = fl / 1e9 if fl is not None else None
+            s = self.stages.get(stage)
+            achieved = (fl / (s.median / 1e3) / 1e12) if (fl and s and s.median > 0) else None
+            row[f"{stage}_achieved_tflops"] = achieved
+            row[f"{stage}_roofline_frac"] = (achieved / self.device_peak_tflops
+                                             if achieved is not None and self.device_peak_tflops else None)
+        for part in ("vision", "projector", "llm"):
+            row[f"{part}_params"] = self.params.get(part)
+        ttft = self.stages.get("ttft")
+        row["throughput_images_per_s"] = (self.config.batch_size / (ttft.median / 1e3)
+                                          if ttft and ttft.median > 0 else None)
+        row.update(peak_memory_mb=self.peak_memory_mb, peak_rss_mb=self.peak_rss_mb,
+                   energy_per_inference_j=self.energy_per_inference_j, avg_power_w=self.avg_power_w,
+                   build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s,
+                   wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops)
+        row["device_name"] = self.device_info.get("name")
+        for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads"):
+            row[f"env_{key}"] = self.env.get(key)
+        row["timestamp"] = self.timestamp
+        row["schema_version"] = self.schema_version
+        return row
+
+
+def samples_from_cell(cell: Any) -> List[float]:
+    """Raw samples from a table cell (JSON text in CSV, a list in Parquet, or empty)."""
+    if cell is None:
+        return []
+    if isinstance(cell, str):
+        return [float(x) for x in json.loads(cell)] if cell.strip() else []
+    try:
+        return [float(x) for x in cell]
+    except TypeError:  # NaN from pandas
+        return []

@@ -1,0 +1,361 @@
+"""Build a sweep report: figures, the tables behind them, ``index.html`` and ``report.md``.
+
+Layout of ``reports/<sweep>/``::
+
+    index.html      self-contained (PNGs embedded as base64 data URIs, inline CSS, no scripts)
+    report.md       the same tables in Markdown, linking to figures/*.png
+    figures/        every figure as PNG and SVG
+    tables/         every table as CSV
+
+Paper-reported figures are kept in their own tables, always with ``source=paper-reported``,
+and drawn with their own marker and legend entry.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from ..accuracy_table import SOURCE_PAPER, empty_accuracy, read_accuracy_files
+from ..join import join_efficiency_accuracy
+from ..pareto import AVG5, avg_accuracy, avg_label, pareto_front
+from ..reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_points
+from ..store import load_table
+from . import figures as F
+
+log = logging.getLogger(__name__)
+
+X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
+SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
+                  ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
+                  ("threads", "t{}"), ("preprocess", "preprocess={}"))
+ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile")
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    figures: List[Tuple[Path, str]] = field(default_factory=list)   # (png, caption)
+    tables: List[Tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+
+
+# ----------------------------------------------------------------------------- data prep
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    varying = [(c, f) for c, f in SETTING_FIELDS if c in df and df[c].astype(str).nunique() > 1]
+    base = [(c, f) for c, f in SETTING_FIELDS[:3] if c in df]
+
+    def setting(r):
+        parts = varying or base
+        return " ".join(f.format(r[c]) for c, f in parts) if parts else ""
+
+    df["setting"] = [setting(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    show = bool(varying)
+    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}+{r['llm']}" + (f" [{r['setting']}]" if show else "")
+                   for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    return df
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _formatted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(lambda col: col.map(_fmt)) if len(df) else df.astype(str)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    if df is None or not len(df.columns):
+        return "_(empty)_\n"
+    if not len(df):
+        return "_(no rows)_\n"
+    f = _formatted(df)
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(c) for c in f.columns) + " |",
+             "| " + " | ".join("---" for _ in f.columns) + " |"]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in f.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _cols(df: pd.DataFrame, cols: Sequence[str]) -> List[str]:
+    return [c for c in cols if c in df.columns]
+
+
+# ----------------------------------------------------------------------------- report
+def render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
+                  accuracy_files: Sequence[PathLike] = (), benchmarks: Sequence[str] = AVG5,
+                  x: str = "ttft_ms", include_paper: bool = True) -> Path:
+    """Render the report of one sweep folder; return the path of ``index.html``.
+
+    ``accuracy_files`` are CSVs in the accuracy long format; with none given,
+    ``RESULTS_DIR/accuracy.csv`` is used if it exists. The report renders without any
+    accuracy (efficiency figures only, and it says that accuracy is missing).
+    """
+    if x not in X_CHOICES:
+        raise ValueError(f"x must be one of {X_CHOICES}, got {x!r}")
+    results_dir = Path(results_dir)
+    sweep = results_dir.name if results_dir.is_dir() else results_dir.stem
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / sweep
+    fig_dir, tab_dir = out_dir / "figures", out_dir / "tables"
+    benchmarks = tuple(b.strip().lower() for b in benchmarks if b.strip())
+    alabel = avg_label(benchmarks)
+    atitle = "Avg-5 (GQA, TextVQA, POPE, DocVQA, SeedBench-I)" if benchmarks == AVG5 else \
+        "average of " + ", ".join(benchmarks)
+
+    df = load_table(results_dir)
+    for col in ("encoder", "resolution", "llm", "status", "message"):
+        if col not in df:
+            df[col] = pd.Series(dtype=object)
+    df = _with_labels(df)
+    ok = df[df["status"] == "ok"].copy()
+
+    accuracy_files = list(accuracy_files)
+    if not accuracy_files and (results_dir / "accuracy.csv").is_file():
+        accuracy_files = [results_dir / "accuracy.csv"]
+    acc = read_accuracy_files(accuracy_files) if accuracy_files else empty_accuracy()
+    joined, um_res, um_acc = join_efficiency_accuracy(ok, acc)
+    has_accuracy = len(joined) > 0
+
+    sections: List[Section] = []
+    warnings: List[str] = []
+    if not accuracy_files:
+        warnings.append("Accuracy is missing: no accuracy file was given and the results folder has no "
+                        "accuracy.csv. Only efficiency figures of measured points are shown; accuracy "
+                        "plots show paper-reported points only.")
+    elif not has_accuracy:
+        warnings.append(f"Accuracy is missing for every measured configuration: none of the {len(acc)} "
+                        f"accuracy row(s) in {', '.join(map(str, accuracy_files))} matches a measured "
+                        "(status ok) encoder/resolution/llm.")
+
+    # -------- accuracy vs x
+    paper_pts = paper_vlm_points() if include_paper else pd.DataFrame()
+    paper_acc = paper_accuracy_long() if include_paper else empty_accuracy()
+    paper_acc = paper_acc[paper_acc["origin"].str.contains("Table 6")] if include_paper else paper_acc
+    if include_paper:
+        paper_pts["label"] = [f"{r['row']} {r['encoder']}@{r['resolution']}+{r['llm']}"
+                              for _, r in paper_pts.iterrows()]
+    measured_bench = sorted(set(joined["benchmark"])) if has_accuracy else []
+    plot_bench = list(benchmarks) + [b for b in measured_bench if b not in benchmarks]
+    sec = Section("Accuracy vs " + F.X_LABELS[x].split(" (")[0],
+                  text=("Pareto frontier: a point is on it when no other point of the same layer is both "
+                        "faster (or equal) and at least as accurate. Measured points and paper-reported "
+                        f"points get separate frontiers: the paper timed on another machine ({PAPER_DEVICE})."))
+    avg_measured = avg_accuracy(acc[acc["source"] != SOURCE_PAPER] if len(acc) else acc, benchmarks)
+    avg_paper = avg_accuracy(paper_acc, benchmarks) if include_paper else avg_accuracy(empty_accuracy())
+    entries = [(alabel, atitle)] + [(b, b) for b in plot_bench]
+    for bench, title in entries:
+        if bench == alabel:
+            m_acc = avg_measured.dropna(subset=["accuracy"])
+            p_acc = avg_paper.dropna(subset=["accuracy"])
+        else:
+            m_acc = acc[(acc["benchmark"] == bench) & (acc["source"] != SOURCE_PAPER)] if len(acc) else acc
+            p_acc = paper_acc[paper_acc["benchmark"] == bench]
+        mj = join_efficiency_accuracy(ok, m_acc.drop(columns=["n_benchmarks", "missing", "n_values"],
+                                                     errors="ignore"))[0] if len(m_acc) else pd.DataFrame()
+        pj = paper_pts.merge(p_acc[["origin", "accuracy"]], on="origin") if include_paper and len(p_acc) \
+            else pd.DataFrame(columns=["label", x, "accuracy"])
+        if not len(mj) and not len(pj):
+            continue
+        if len(mj):
+            mj = mj.dropna(subset=[x])
+            mj["on_frontier"] = pareto_front(mj, x=x, y="accuracy")
+        if len(pj):
+            pj = pj.dropna(subset=[x])
+            pj["on_frontier"] = pareto_front(pj, x=x, y="accuracy")
+        note = "" if len(mj) else "No measured accuracy for this benchmark: only paper-reported points are shown."
+        png = F.accuracy_vs_x(mj if len(mj) else pd.DataFrame(columns=["label", x, "accuracy"]),
+                              pj, x, f"{title}: accuracy vs {F.X_LABELS[x].split(' (')[0]}", fig_dir,
+                              f"accuracy_{bench.replace('(', '_').replace(')', '').replace(',', '_')}_vs_{x}",
+                              note=note)
+        sec.figures.append((png, f"{title} accuracy (%) vs {F.X_LABELS[x]}."))
+        if len(mj):
+            sec.tables.append((f"{title}: measured points (efficiency measured here, accuracy from its source)",
+                               mj[_cols(mj, ["label", x, "accuracy", "on_frontier", "source", "origin"])]))
+        if len(pj):
+            sec.tables.append((f"{title}: paper-reported points ({PAPER_DEVICE})",
+                               pj[_cols(pj, ["label", "method", "data_pt_it_m", x, "accuracy", "on_frontier",
+                                             "source"])]))
+    avg_tab = pd.concat([avg_measured, avg_paper], ignore_index=True)
+    if len(avg_tab):
+        sec.tables.append((f"{alabel} per configuration (missing = benchmarks absent, no average computed)",
+                           avg_tab[["encoder", "resolution", "llm", "source", "origin", "accuracy",
+                                    "n_benchmarks", "missing"]]))
+    if len(um_res) and len(acc):
+        sec.tables.append(("Measured configurations without accuracy",
+                           um_res[_cols(um_res, ["label", "encoder", "resolution", "llm"])].drop_duplicates()))
+    if len(um_acc):
+        sec.tables.append(("Accuracy rows without a measured configuration",
+                           um_acc[["encoder", "resolution", "llm", "benchmark", "accuracy", "source", "origin"]]))
+    sections.append(sec)
+
+    # -------- vision latency vs resolution
+    sec = Section("Vision-encoder latency vs resolution",
+                  text="Median per point with p10-p90 bars; measured rows with status ok only.")
+    sec.figures.append((F.vs_resolution(ok, "vision_latency_ms", "vision-encoder latency (ms, median)",
+                                        "Vision-encoder latency vs input resolution", fig_dir,
+                                        "vision_latency_vs_resolution",
+                                        err=("vision_latency_p10_ms", "vision_latency_p90_ms"), log_y=True),
+                        "Vision-encoder latency (ms) by input resolution, one line per encoder."))
+    vcols = _cols(ok, ["encoder", "setting", "resolution", "llm", "vision_latency_ms", "vision_latency_p10_ms",
+                       "vision_latency_p90_ms", "vision_latency_n", "vision_latency_gflops",
+                       "vision_latency_achieved_tflops", "vision_params"])
+    sec.tables.append(("Vision-encoder latency (ms)", ok[vcols].sort_values(["encoder", "resolution"])))
+    sections.append(sec)
+
+    # -------- visual tokens
+    sec = Section("Visual tokens vs resolution")
+    sec.figures.append((F.vs_resolution(ok, "visual_tokens", "visual tokens (count)",
+                                        "Visual tokens vs input resolution", fig_dir,
+                                        "visual_tokens_vs_resolution", log_y=True),
+                        "Number of visual tokens passed to the LLM, by input resolution."))
+    tcols = _cols(ok, ["encoder", "resolution", "visual_tokens", "encoder_channels"])
+    sec.tables.append(("Visual tokens", ok[tcols].drop_duplicates().sort_values(["encoder", "resolution"])))
+    sections.append(sec)
+
+    # -------- TTFT breakdown
+    sec = Section("TTFT breakdown",
+                  text="Stage medians stacked (vision encoder, projector, LLM prefill); the black marker is "
+                       "the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
+                       "outside the three stages.")
+    sec.figures.append((F.ttft_breakdown(ok, fig_dir),
+                        "TTFT (ms) split into vision encoder, projector and LLM prefill, per configuration."))
+    bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
+                       "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
+    if len(bd):
+        bd.insert(4, "sum_of_stages_ms", bd[_cols(bd, ["vision_latency_ms", "projector_ms", "prefill_ms"])]
+                  .sum(axis=1, min_count=1))
+    sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
+    sections.append(sec)
+
+    # -------- heat map
+    sec = Section("TTFT over LLM size x resolution")
+    for png in F.ttft_heatmap(ok, fig_dir):
+        sec.figures.append((png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured."))
+    if len(ok):
+        piv = ok.pivot_table(index=["encoder", "setting", "llm"], columns="resolution", values="ttft_ms",
+                             aggfunc="median").reset_index()
+        piv.columns = [f"ttft_ms@{c}px" if isinstance(c, (int, np.integer)) else c for c in piv.columns]
+        sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
+    sections.append(sec)
+
+    # -------- environment and failures
+    sec = Section("Measurement environment",
+                  text="Where the measured numbers come from. Paper-reported figures were measured by the "
+                       f"paper's authors ({PAPER_DEVICE}).")
+    env_cols = _cols(df, list(ENV_COLUMNS) + sorted(c for c in df.columns if c.startswith("env_"))
+                     + ["device_peak_tflops"])
+    if env_cols:
+        env = df[env_cols].astype(object).where(df[env_cols].notna(), None)
+        env = env.astype(str).replace("None", "").drop_duplicates().reset_index(drop=True)
+        counts = df[env_cols].astype(object).where(df[env_cols].notna(), None).astype(str) \
+            .replace("None", "").value_counts(dropna=False).rename("rows").reset_index()
+        sec.tables.append(("Environments (one row per distinct combination, with its number of result rows)",
+                           counts if len(counts) else env))
+    statuses = df["status"].value_counts().rename_axis("status").rename("rows").reset_index()
+    sec.tables.append(("Points by status", statuses))
+    bad = df[df["status"].isin(["error", "skipped"])]
+    sec.tables.append(("Points with status error or skipped",
+                       bad[_cols(bad, ["label", "status", "message", "point_id"])]))
+    sections.append(sec)
+
+    return _write(out_dir, sweep, results_dir, accuracy_files, sections, warnings, x, benchmarks)
+
+
+# ----------------------------------------------------------------------------- output
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
+ padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+figure{margin:1em 0;text-align:center} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555}
+table{border-collapse:collapse;font-size:.82em;margin:.4em 0 1.2em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.warn{background:#fff4d6;border:1px solid #e6c200;padding:.6em 1em;border-radius:4px}
+.caption{font-weight:600;margin-top:.8em} .meta{color:#555;font-size:.9em}
+"""
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _write(out_dir: Path, sweep: str, results_dir: Path, accuracy_files, sections: List[Section],
+           warnings: List[str], x: str, benchmarks) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tab_dir = out_dir / "tables"
+    tab_dir.mkdir(exist_ok=True)
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    meta = (f"Results: {results_dir} &middot; accuracy: "
+            f"{html.escape(', '.join(map(str, accuracy_files)) or 'none')} &middot; x axis: {x} &middot; "
+            f"averaged benchmarks: {html.escape(', '.join(benchmarks))} &middot; generated {now}")
+    h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+         f"<meta name='viewport' content='width=device-width,initial-scale=1'>",
+         f"<title>fastvlm-bench report: {html.escape(sweep)}</title><style>{CSS}</style></head><body>",
+         f"<h1>fastvlm-bench report: {html.escape(sweep)}</h1><p class='meta'>{meta}</p>",
+         "<p class='meta'>Points marked <b>paper-reported</b> are figures copied from the FastVLM paper "
+         f"({html.escape(PAPER_DEVICE)}), never measurements of this harness.</p>"]
+    md = [f"# fastvlm-bench report: {sweep}", "",
+          f"Results: `{results_dir}`; accuracy: {', '.join(map(str, accuracy_files)) or 'none'}; x axis: `{x}`; "
+          f"averaged benchmarks: {', '.join(benchmarks)}; generated {now}.", "",
+          f"Points marked **paper-reported** are figures copied from the FastVLM paper ({PAPER_DEVICE}), "
+          "never measurements of this harness.", ""]
+    for w in warnings:
+        h.append(f"<p class='warn'><b>Note:</b> {html.escape(w)}</p>")
+        md += [f"> **Note:** {w}", ""]
+    h.append("<nav><ul>" + "".join(f"<li><a href='#{_slug(s.title)}'>{html.escape(s.title)}</a></li>"
+                                   for s in sections) + "</ul></nav>")
+    n_table = 0
+    for s in sections:
+        h.append(f"<h2 id='{_slug(s.title)}'>{html.escape(s.title)}</h2>")
+        md += [f"## {s.title}", ""]
+        if s.text:
+            h.append(f"<p>{html.escape(s.text)}</p>")
+            md += [s.text, ""]
+        for png, caption in s.figures:
+            rel = png.relative_to(out_dir).as_posix()
+            svg = Path(rel).with_suffix(".svg").as_posix()
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            h.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                     f"<figcaption>{html.escape(caption)} Files: {html.escape(rel)}, {html.escape(svg)}"
+                     "</figcaption></figure>")
+            md += [f"![{caption}]({rel})", "", f"{caption} ([PNG]({rel}), [SVG]({svg}))", ""]
+        for caption, table in s.tables:
+            n_table += 1
+            name = f"{n_table:02d}_{_slug(caption)[:60]}.csv"
+            table.to_csv(tab_dir / name, index=False)
+            h.append(f"<p class='caption'>{html.escape(caption)} <span class='meta'>(tables/{name})</span></p>")
+            if len(table):
+                h.append(_formatted(table).to_html(index=False, escape=True, border=0))
+            else:
+                h.append("<p class='meta'>(no rows)</p>")
+            md += [f"**{caption}** (`tables/{name}`)", "", to_markdown(table), ""]
+    h.append("</body></html>")
+    index = out_dir / "index.html"
+    index.write_text("\n".join(h), encoding="utf-8")
+    (out_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+    return index

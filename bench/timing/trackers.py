@@ -1,0 +1,205 @@
+"""Device trackers: peak memory, NVML energy/power/clocks, device facts and hygiene, peak FLOP/s.
+
+Everything here degrades to ``None`` where a device or driver does not offer the figure (no
+GPU, no NVML, a GPU without an energy counter): a missing figure is null, never zero.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from typing import Any, Dict, Optional
+
+import torch
+
+
+# ---- memory ------------------------------------------------------------------------------
+def _read_status_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class MemoryTracker:
+    """Peak device memory (CUDA allocator) or peak resident set size (CPU) over a region."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_memory_mb: Optional[float] = None
+        self.peak_rss_mb: Optional[float] = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:  # Linux: writing 5 resets the process's peak RSS (VmHWM) to the current RSS
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_memory_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        hwm = _read_status_kb("VmHWM")
+        if hwm is None:
+            import resource
+
+            hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_rss_mb = hwm / 1024
+        return False
+
+
+# ---- NVML --------------------------------------------------------------------------------
+def _nvml_handle(device: torch.device):
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        # respect CUDA_VISIBLE_DEVICES: map torch's index to the physical device by PCI bus id
+        bus = torch.cuda.get_device_properties(index).pci_bus_id if hasattr(
+            torch.cuda.get_device_properties(index), "pci_bus_id") else None
+        if bus:
+            try:
+                return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+            except Exception:
+                pass
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    except Exception:
+        return None
+
+
+def _nvml(fn, *args):
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+def nvml_snapshot(device: torch.device) -> Dict[str, Any]:
+    """Clocks, temperature, power and processes of a CUDA device right now (empty off-GPU)."""
+    h = _nvml_handle(device)
+    if h is None:
+        return {}
+    import pynvml
+
+    procs = _nvml(pynvml.nvmlDeviceGetComputeRunningProcesses, h) or []
+    return {
+        "sm_clock_mhz": _nvml(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM),
+        "mem_clock_mhz": _nvml(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM),
+        "temperature_c": _nvml(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU),
+        "power_w": (lambda mw: mw / 1e3 if mw is not None else None)(_nvml(pynvml.nvmlDeviceGetPowerUsage, h)),
+        "other_processes": [p.pid for p in procs if p.pid != os.getpid()],
+    }
+
+
+class EnergyTracker:
+    """Energy over a region from NVML's cumulative energy counter (Volta and newer)."""
+
+    def __init__(self, device: torch.device):
+        self.handle = _nvml_handle(device)
+        self.joules: Optional[float] = None
+        self.seconds: Optional[float] = None
+
+    def _read_mj(self):
+        if self.handle is None:
+            return None
+        import pynvml
+
+        return _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
+
+    def __enter__(self):
+        self._e0, self._t0 = self._read_mj(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        e1 = self._read_mj()
+        self.seconds = time.perf_counter() - self._t0
+        if self._e0 is not None and e1 is not None:
+            self.joules = (e1 - self._e0) / 1e3
+        return False
+
+    @property
+    def avg_power_w(self) -> Optional[float]:
+        return self.joules / self.seconds if self.joules is not None and self.seconds else None
+
+
+# ---- device facts ------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> Dict[str, Any]:
+    """Static facts about the device, plus a hygiene snapshot on CUDA (warns on other processes)."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info: Dict[str, Any] = {"type": "cuda", "name": props.name, "memory_gib": props.total_memory / 2**30,
+                                "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
+        h = _nvml_handle(device)
+        if h is not None:
+            import pynvml
+
+            info["driver"] = _nvml(pynvml.nvmlSystemGetDriverVersion)
+            info["max_sm_clock_mhz"] = _nvml(pynvml.nvmlDeviceGetMaxClockInfo, h, pynvml.NVML_CLOCK_SM)
+        snap = nvml_snapshot(device)
+        info["before"] = snap
+        if snap.get("other_processes"):
+            warnings.warn(f"other processes are using {props.name}: pids {snap['other_processes']}; "
+                          "timings may be disturbed", RuntimeWarning, stacklevel=2)
+        return info
+    return {"type": "cpu", "name": _cpu_model(), "threads": torch.get_num_threads(),
+            "logical_cpus": os.cpu_count()}
+
+
+# ---- peak -------------------------------------------------------------------------------
+def measure_peak_tflops(device: torch.device, dtype: torch.dtype, size: Optional[int] = None,
+                        repeats: int = 5) -> float:
+    """Achievable matmul throughput (TFLOP/s) in ``dtype``: the roofline's compute ceiling."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e12
+
+
+def measure_copy_gbps(device: torch.device, mib: int = 1024) -> Optional[float]:
+    """Device-to-device copy bandwidth (GB/s, read+write): the roofline's memory ceiling."""
+    if device.type != "cuda":
+        return None
+    n = mib * 2**20 // 4
+    src = torch.empty(n, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize(device)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n * 4 / best / 1e9
