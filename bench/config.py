@@ -47,6 +47,7 @@ class BenchConfig:
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
     threads: Optional[int] = None  # CPU threads for torch (default: all cores)
     projector: str = "mlp2x_gelu"
+    memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
     count_flops: bool = True
@@ -74,6 +75,8 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.threads is not None and cfg.threads <= 0:
         problems.append(f"threads must be positive, got {cfg.threads}")
     t = cfg.timing
+    if cfg.memory_headroom <= 0:
+        problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
     if t.warmup < 0:
         problems.append(f"timing.warmup must be >= 0, got {t.warmup}")
     if t.min_repeats < 1:

@@ -399,7 +399,8 @@ def render_gate_text(result: Mapping[str, Any], results_path: str = "") -> str:
     lines = [f"fastvlm-bench gate: {results_path} (target {result['target']})", "",
              format_table(_HEADERS, _check_rows(result, False))]
     if result["token_matched"]:
-        lines += ["", f"token-matched ({result['token_matched_tokens']} visual tokens), speed-up = other / target:",
+        lines += ["", f"token-matched ({result['token_matched_tokens']} visual tokens), speed-up = other median / target median "
+                  "(> 1: target faster; informational unless the config gates it):",
                   format_table(_TM_HEADERS, _tm_rows(result), "lrlrrrrrr")]
     lines += ["", verdict_line(result)]
     return "\n".join(lines)
@@ -407,7 +408,8 @@ def render_gate_text(result: Mapping[str, Any], results_path: str = "") -> str:
 
 def render_gate_markdown(result: Mapping[str, Any], results_path: str = "") -> str:
     icon = ":white_check_mark:" if result["passed"] else ":x:"
-    lines = ["<!-- fastvlm-bench-gate -->", f"## {icon} fastvlm-bench CI gate: {verdict_line(result)}", "",
+    lines = ["<!-- fastvlm-bench-gate -->", f"## {icon} fastvlm-bench CI gate: {'PASS' if result['passed'] else 'FAIL'} "
+             f"({result['n_checks'] - result['n_failed']} of {result['n_checks']} checks passed)", "",
              f"Results `{results_path}`, target encoder `{result['target']}`. Speed-up = baseline median / "
              f"target median from the same run.", "",
              markdown_table(_HEADERS, _check_rows(result, True))]

@@ -65,7 +65,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     try:
         rec.device_info = device_info(dev)
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
-                              point.attn_implementation, cfg.projector, cfg.checkpoint)
+                              point.attn_implementation, cfg.projector, cfg.checkpoint,
+                              memory_headroom=cfg.memory_headroom)
         rec.build_s = info.build_s
         rec.params = vlm.parameter_counts()
         log.info("built %s in %.1fs (%.2f GiB of parameters)", point.label(), info.build_s,

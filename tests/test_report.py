@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import struct
 import subprocess
 import tempfile
-import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -95,7 +93,7 @@ def _check_png(path: Path) -> tuple:
 
 
 def _png_is_not_blank(path: Path) -> bool:
-    """Decode an 8-bit RGB/RGBA PNG without extra libraries and check it has many distinct pixels."""
+    """Decode the PNG (matplotlib's reader) and check it has many distinct colours, not one flat fill."""
     from matplotlib.image import imread
 
     img = imread(str(path))
@@ -178,7 +176,7 @@ def test_tables_keep_paper_apart(rendered):
     assert len(row) == 1 and pd.isna(row["accuracy"].iloc[0]) and row["missing"].iloc[0] == "docvqa"
 
 
-def test_report_without_accuracy_and_cli(tmp_path):
+def test_report_without_accuracy_and_cli(tmp_path, monkeypatch):
     from bench.report.cli import main
 
     sweep = make_sweep(tmp_path, "noacc")
@@ -188,6 +186,12 @@ def test_report_without_accuracy_and_cli(tmp_path):
     assert "Accuracy is missing" in text
     assert (out / "figures" / "ttft_breakdown.png").is_file()
     assert (out / "figures" / "accuracy_avg5_vs_vision_latency_ms.png").is_file()  # paper layer only
+    # Default output folder: reports/<sweep name> under the working directory.
+    monkeypatch.chdir(tmp_path)
+    assert main([str(sweep / "results.csv"), "--no-paper", "--benchmarks", "gqa,pope"]) == 0
+    default = tmp_path / "reports" / "noacc"
+    assert (default / "index.html").is_file() and (default / "report.md").is_file()
+    assert not list((default / "figures").glob("accuracy_*"))  # no accuracy, no paper layer
     # Bad accuracy file: clear error, non-zero exit.
     bad = tmp_path / "bad.csv"
     bad.write_text("encoder,resolution,llm,score\nfastvithd,256,qwen2_0.5b,50\n")
@@ -200,6 +204,7 @@ def test_report_without_accuracy_and_cli(tmp_path):
 def test_html_in_headless_chromium(rendered):
     root, sweep, acc, out, index = rendered
     ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")  # test output only, never committed
     shot = ARTIFACTS / "report_screenshot.png"
     if shot.exists():
         shot.unlink()

@@ -18,12 +18,17 @@ from torch import nn
 
 @contextlib.contextmanager
 def meta_parameters() -> Iterator[None]:
-    """Inside this context, every ``nn.Parameter`` registered is created on the meta device."""
+    """Inside this context, every matrix-shaped ``nn.Parameter`` is created on the meta device.
+
+    Vectors (norm scales, biases, layer-scale gammas) are tiny and keep the values their
+    module initialised them with, so residual branches keep their intended scale (e.g.
+    FastViT's layer scale of 1e-5) and placeholder activations stay finite.
+    """
     original = nn.Module.register_parameter
 
     def register_parameter(module: nn.Module, name: str, param) -> None:
         original(module, name, param)
-        if param is not None and param.device.type != "meta":
+        if param is not None and param.device.type != "meta" and _is_matrix(param):
             p = module._parameters[name]
             module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
 
@@ -32,6 +37,11 @@ def meta_parameters() -> Iterator[None]:
         yield
     finally:
         nn.Module.register_parameter = original
+
+
+def _is_matrix(p: torch.Tensor) -> bool:
+    """At least two dimensions larger than one (a (C, 1, 1) layer-scale is a vector)."""
+    return sum(d > 1 for d in p.shape) >= 2
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -56,7 +66,8 @@ def materialize(model: nn.Module, device: torch.device, dtype: torch.dtype, seed
     Matrices get values drawn from N(0, 1/fan_in) (keeps activations O(1) through deep stacks,
     so neither fp16 overflow nor CPU denormals distort timings), tiled
     from one random block so that filling 7B parameters costs a memory copy rather than
-    billions of random draws; vectors (norm scales, biases) get 1 or 0 by name. Tied parameters stay tied. Floating buffers are cast to
+    billions of random draws. Vectors were kept real by :func:`meta_parameters` and are only
+    moved; a vector that is still on meta gets 1 (scales) or 0 (biases) by name. Tied parameters stay tied. Floating buffers are cast to
     ``dtype`` except those a module keeps in fp32 on purpose (``inv_freq``).
     """
     pattern = _placeholder_pattern(device, dtype, seed)
@@ -70,7 +81,7 @@ def materialize(model: nn.Module, device: torch.device, dtype: torch.dtype, seed
                 continue
             if p.device.type == "meta":
                 t = torch.empty(p.shape, device=device, dtype=dtype if p.is_floating_point() else p.dtype)
-                if p.dim() >= 2:
+                if _is_matrix(p):
                     _fill_from_pattern(t, pattern)
                     t.mul_(1.0 / math.sqrt(max(1, p[0].numel())))  # 1/sqrt(fan_in)
                 elif name in ("bias",) or "bias" in name:

@@ -31,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .render import render_report
 
     results = Path(args.results_dir)
-    out = Path(args.out) if args.out else Path("reports") / results.name
+    out = Path(args.out) if args.out else None  # render_report: reports/<sweep name>
     benchmarks = tuple(b.strip().lower() for b in args.benchmarks.split(",") if b.strip())
     if not benchmarks:
         print("error: --benchmarks is empty", file=sys.stderr)

@@ -65,8 +65,8 @@ def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)) or v is pd.NA:
+def _fmt(v, integral: bool = False) -> str:
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
         return ""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
@@ -74,18 +74,25 @@ def _fmt(v) -> str:
         return str(int(v))
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        if v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
+        if integral:
+            return str(int(round(v)))
         if abs(v) >= 1000:
             return f"{v:,.0f}"
-        if abs(v) >= 10:
+        if abs(v) >= 1:
             return f"{v:.1f}"
         return f"{v:.3g}"
     return str(v)
 
 
+def _format_column(col: pd.Series) -> pd.Series:
+    num = pd.to_numeric(col, errors="coerce") if col.dtype.kind in "fiu" else None
+    integral = bool(num is not None and num.notna().any()
+                    and (num.dropna() == num.dropna().round()).all() and (num.dropna().abs() < 1e15).all())
+    return col.map(lambda v: _fmt(v, integral))
+
+
 def _formatted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(lambda col: col.map(_fmt)) if len(df) else df.astype(str)
+    return df.apply(_format_column) if len(df) else df.astype(str)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -106,6 +113,14 @@ def _cols(df: pd.DataFrame, cols: Sequence[str]) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- report
+def sweep_name(results_dir: PathLike) -> str:
+    """``results/<sweep>`` -> ``<sweep>``; a table or records folder inside it -> the same name."""
+    p = Path(results_dir)
+    if p.is_file() or p.name == "records":
+        return p.parent.name
+    return p.name
+
+
 def render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                   accuracy_files: Sequence[PathLike] = (), benchmarks: Sequence[str] = AVG5,
                   x: str = "ttft_ms", include_paper: bool = True) -> Path:
@@ -118,9 +133,9 @@ def render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     if x not in X_CHOICES:
         raise ValueError(f"x must be one of {X_CHOICES}, got {x!r}")
     results_dir = Path(results_dir)
-    sweep = results_dir.name if results_dir.is_dir() else results_dir.stem
+    sweep = sweep_name(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / sweep
-    fig_dir, tab_dir = out_dir / "figures", out_dir / "tables"
+    fig_dir = out_dir / "figures"
     benchmarks = tuple(b.strip().lower() for b in benchmarks if b.strip())
     alabel = avg_label(benchmarks)
     atitle = "Avg-5 (GQA, TextVQA, POPE, DocVQA, SeedBench-I)" if benchmarks == AVG5 else \
@@ -313,8 +328,8 @@ def _write(out_dir: Path, sweep: str, results_dir: Path, accuracy_files, section
     meta = (f"Results: {results_dir} &middot; accuracy: "
             f"{html.escape(', '.join(map(str, accuracy_files)) or 'none')} &middot; x axis: {x} &middot; "
             f"averaged benchmarks: {html.escape(', '.join(benchmarks))} &middot; generated {now}")
-    h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-         f"<meta name='viewport' content='width=device-width,initial-scale=1'>",
+    h = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
          f"<title>fastvlm-bench report: {html.escape(sweep)}</title><style>{CSS}</style></head><body>",
          f"<h1>fastvlm-bench report: {html.escape(sweep)}</h1><p class='meta'>{meta}</p>",
          "<p class='meta'>Points marked <b>paper-reported</b> are figures copied from the FastVLM paper "

@@ -1,0 +1,40 @@
+"""Unknown names fail with the valid names listed; LLM shapes are the published ones."""
+import pytest
+
+from bench.models import build_vlm, get_encoder_spec, get_llm_spec
+from bench.models.materialize import count_parameters, meta_parameters
+from bench.registry import UnknownNameError
+
+
+def test_unknown_encoder_lists_valid_names():
+    with pytest.raises(UnknownNameError) as e:
+        get_encoder_spec("fastvit_hd")
+    msg = str(e.value)
+    assert "fastvithd" in msg and "vit_l14" in msg and "convllava_l" in msg and "Did you mean" in msg
+
+
+def test_unknown_llm_in_build_vlm():
+    with pytest.raises(UnknownNameError, match="qwen2_0.5b"):
+        build_vlm("tiny_vit", "qwen3_0.6b", 64, "cpu")
+
+
+@pytest.mark.parametrize("name,billions", [("qwen2_0.5b", 0.494), ("qwen2_1.5b", 1.544), ("qwen2_7b", 7.616),
+                                           ("vicuna_7b", 6.738)])
+def test_llm_parameter_counts_match_published_sizes(name, billions):
+    with meta_parameters():
+        model = get_llm_spec(name).build()
+    assert abs(count_parameters(model) / 1e9 - billions) < 0.002
+
+
+def test_meta_build_of_7b_is_fast_and_allocates_nothing():
+    import time
+
+    import psutil
+
+    rss0 = psutil.Process().memory_info().rss
+    t = time.perf_counter()
+    with meta_parameters():
+        model = get_llm_spec("qwen2_7b").build()
+    assert time.perf_counter() - t < 20
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert psutil.Process().memory_info().rss - rss0 < 2 * 2**30

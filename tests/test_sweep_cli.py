@@ -1,0 +1,110 @@
+"""End to end through the real CLI and real Hydra multiruns (tiny models, CPU)."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from bench.store import load_table
+from conftest import ROOT, TINY, run_cli
+
+
+def test_multirun_basic_launcher_writes_records_and_progress(results_dir):
+    p = run_cli(["-m", *TINY, "name=e2e", f"results_dir={results_dir}", "encoder=tiny_vit,tiny_convnext",
+                 "resolution=64,96"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = pd.read_csv(results_dir / "e2e" / "results.csv")
+    assert len(df) == 4 and set(df.status) == {"ok"}
+    assert set(df.encoder) == {"tiny_vit", "tiny_convnext"}
+    for _, row in df.iterrows():
+        assert row.ttft_ms > 0 and row.vision_latency_ms > 0 and row.prefill_ms > 0
+        assert row.ttft_ms >= row.prefill_ms
+        assert row.visual_tokens == {("tiny_vit", 64): 16, ("tiny_vit", 96): 36, ("tiny_convnext", 64): 4,
+                                     ("tiny_convnext", 96): 9}[(row.encoder, row.resolution)]
+        assert row.ttft_n == 2 and row.env_torch and row.device_name
+        assert row.vision_latency_gflops > 0 and row.vision_params > 0 and row.peak_rss_mb > 0
+        assert pd.isna(row.peak_memory_mb)  # CPU: no device memory figure, null not zero
+    assert "[1/4]" in p.stderr and "[4/4]" in p.stderr and "ETA" in p.stderr
+    rec = json.loads(next((results_dir / "e2e" / "records").glob("*.json")).read_text())
+    assert len(rec["stages"]["ttft"]["samples"]) == 2 and rec["config"]["threads"] >= 1
+
+
+def test_submitit_local_launcher(results_dir):
+    p = run_cli(["-m", *TINY, "name=sub", f"results_dir={results_dir}", "encoder=tiny_vit",
+                 "resolution=32,48", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                 "hydra.sweeper.max_batch_size=1"], timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = load_table(results_dir / "sub")
+    assert sorted(df.resolution) == [32, 48] and set(df.status) == {"ok"}
+    assert list((results_dir / "sub" / "hydra").rglob(".submitit"))
+
+
+def test_bad_points_are_recorded_and_the_sweep_goes_on(results_dir):
+    # 40 px is not a multiple of 16 (skipped); projector=bogus makes every build fail (error)
+    p = run_cli(["-m", *TINY, "name=bad", f"results_dir={results_dir}", "encoder=tiny_vit",
+                 "resolution=32,40"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = load_table(results_dir / "bad")
+    skipped = df[df.resolution == 40].iloc[0]
+    assert skipped.status == "skipped" and "nearest valid: [32, 48]" in skipped.message
+    p = run_cli(["-m", *TINY, "name=bad2", f"results_dir={results_dir}", "encoder=tiny_vit,tiny_convnext",
+                 "resolution=32", "projector=bogus"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = load_table(results_dir / "bad2")
+    assert len(df) == 2 and set(df.status) == {"error"}
+    assert all("unknown projector 'bogus'" in m for m in df.message)
+
+
+def test_point_without_memory_is_skipped_with_reason(results_dir):
+    import psutil
+
+    from bench.models.llms import get_llm_spec
+    from bench.models.materialize import count_parameters, meta_parameters
+
+    with meta_parameters():
+        need = count_parameters(get_llm_spec("qwen2_tiny").build()) * 4
+    headroom = 4 * psutil.virtual_memory().total / need  # make the tiny model "too big" for real
+    p = run_cli(["-m", *TINY, "name=mem", f"results_dir={results_dir}", "encoder=tiny_vit", "resolution=32",
+                 f"memory_headroom={headroom}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = load_table(results_dir / "mem").iloc[0]
+    assert row.status == "skipped" and "GiB available" in row.message
+
+
+def test_unknown_encoder_and_bad_values_are_clear_errors(results_dir):
+    p = run_cli([*TINY, "name=x", f"results_dir={results_dir}", "encoder=fastvit_hd"])
+    assert p.returncode != 0
+    assert "fastvit_hd" in p.stderr and "fastvithd" in p.stderr  # Hydra lists the available options
+    p = run_cli([*TINY, "name=x", f"results_dir={results_dir}", "encoder=tiny_vit", "batch_size=0",
+                 "timing.min_repeats=-1"])
+    assert p.returncode == 2
+    assert "batch_size must be a positive whole number" in p.stderr and "timing.min_repeats" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_resume_after_interrupted_sweep(results_dir):
+    """Kill a running sweep after its first record, re-run: kept records untouched, rest measured."""
+    args = ["-m", *TINY, "name=resume", f"results_dir={results_dir}", "encoder=tiny_vit",
+            "resolution=32,48,64,80", "timing.min_seconds=1.5"]
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    records = results_dir / "resume" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 1 <= len(first) < 4
+    assert not list(records.glob(".*.tmp"))  # nothing half-written
+    p = run_cli(args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    assert out.count("already measured") == len(first)
+    after = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert len(after) == 4 and all(after[k] == v for k, v in first.items())
+    # force re-measures everything
+    p = run_cli(args[:1] + [a for a in args[1:] if not a.startswith("timing.min_seconds")] + ["force=true"])
+    assert p.returncode == 0 and "already measured" not in p.stdout + p.stderr

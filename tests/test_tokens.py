@@ -1,0 +1,66 @@
+"""Visual-token counts: analytical num_tokens == what the real model produces."""
+import pytest
+import torch
+
+from bench.models import build_vlm, encoder_names, get_encoder_spec
+from bench.models.encoders import InvalidResolutionError
+
+FULL = [n for n in encoder_names(include_tiny=False)]
+RESOLUTIONS = [64, 128, 200, 224, 256, 320, 336, 378, 384, 448, 500, 512, 768, 1000, 1024, 1536]
+
+
+def test_all_six_paper_encoders_registered():
+    assert set(FULL) == {"fastvithd", "fastvit", "vit_l14", "siglip_so400m", "convnext_l", "convllava_l"}
+
+
+@pytest.mark.parametrize("name", encoder_names())
+def test_analytical_tokens_match_model_forward_on_meta(name):
+    spec = get_encoder_spec(name)
+    checked = 0
+    for res in RESOLUTIONS:
+        try:
+            spec.check_resolution(res)
+        except InvalidResolutionError:
+            continue
+        shape = spec.measure_tokens_on_meta(res, batch=2)
+        assert shape == (2, spec.num_tokens(res), spec.channels), (name, res, shape)
+        checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("name,res,tokens", [
+    ("fastvithd", 1024, 256), ("fastvithd", 336, 36), ("fastvithd", 256, 16), ("fastvithd", 768, 144),
+    ("fastvit", 768, 576), ("fastvit", 256, 64),
+    ("vit_l14", 336, 576), ("vit_l14", 224, 256), ("siglip_so400m", 384, 729),
+    ("convnext_l", 336, 100), ("convnext_l", 512, 256), ("convnext_l", 320, 100),
+    ("convllava_l", 768, 144), ("convllava_l", 1024, 256), ("convllava_l", 1536, 576),
+])
+def test_paper_token_counts(name, res, tokens):
+    assert get_encoder_spec(name).num_tokens(res) == tokens
+
+
+@pytest.mark.parametrize("name,res", [("fastvithd", 200), ("fastvit", 100), ("vit_l14", 56), ("siglip_so400m", 70),
+                                      ("convnext_l", 100), ("convllava_l", 130)])
+def test_real_forward_on_cpu_gives_analytical_tokens(name, res):
+    """A real forward with materialised weights (not only meta shapes), at a small size."""
+    vlm, _ = build_vlm(name, "qwen2_tiny", res, "cpu", "fp32")
+    with torch.inference_mode():
+        out = vlm.encode(torch.randn(1, 3, res, res))
+    assert out.shape == (1, get_encoder_spec(name).num_tokens(res), get_encoder_spec(name).channels)
+    assert torch.isfinite(out).all()
+
+
+def test_vit_rejects_non_multiple_with_nearest_valid():
+    with pytest.raises(InvalidResolutionError, match=r"multiple of its patch size 14.*\[378, 392\]"):
+        get_encoder_spec("vit_l14").num_tokens(384)
+
+
+@pytest.mark.parametrize("res", [0, -336, 8])
+def test_too_small_or_negative_resolution(res):
+    with pytest.raises(InvalidResolutionError, match="nearest valid|positive"):
+        get_encoder_spec("fastvithd").check_resolution(res)
+
+
+def test_resolution_must_be_int():
+    with pytest.raises(InvalidResolutionError):
+        get_encoder_spec("convnext_l").check_resolution(336.5)
