@@ -21,7 +21,8 @@ from .models.vlm import dtype_name, resolve_device, resolve_dtype
 from .records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .timing import StageTimer
 from .timing.flops import count_flops
-from .timing.trackers import EnergyTracker, MemoryTracker, device_info, measure_peak_tflops, nvml_snapshot
+from .timing.trackers import (EnergyTracker, MemoryTracker, cpu_snapshot, device_info, measure_peak_tflops,
+                              nvml_snapshot)
 
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
@@ -87,6 +88,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
             torch.cuda.empty_cache()
     if rec.device_info.get("type") == "cuda":
         rec.device_info["after"] = nvml_snapshot(dev)
+    elif rec.device_info:
+        rec.device_info["after"] = cpu_snapshot()
     rec.wall_s = time.perf_counter() - t_start
     return rec
 

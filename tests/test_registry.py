@@ -36,5 +36,7 @@ def test_meta_build_of_7b_is_fast_and_allocates_nothing():
     with meta_parameters():
         model = get_llm_spec("qwen2_7b").build()
     assert time.perf_counter() - t < 20
-    assert all(p.device.type == "meta" for p in model.parameters())
+    real = [p for p in model.parameters() if p.device.type != "meta"]
+    assert all(p.dim() == 1 for p in real)  # only norm vectors stay real; every matrix is on meta
+    assert sum(p.numel() for p in real) < 1e6
     assert psutil.Process().memory_info().rss - rss0 < 2 * 2**30

@@ -108,3 +108,16 @@ def test_resume_after_interrupted_sweep(results_dir):
     # force re-measures everything
     p = run_cli(args[:1] + [a for a in args[1:] if not a.startswith("timing.min_seconds")] + ["force=true"])
     assert p.returncode == 0 and "already measured" not in p.stdout + p.stderr
+
+
+def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
+    from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
+    from bench.scenario import measure_point
+
+    cfg = BenchConfig(name="c", encoder=EncoderConf("tiny_vit"), llm=LLMConf("qwen2_tiny"), resolution=32,
+                      device="cpu", compile=True, timing=TimingConf(warmup=1, min_repeats=3),
+                      results_dir=str(tmp_path))
+    rec = measure_point(cfg)
+    assert rec.status == "ok", rec.message
+    assert rec.config.compile and rec.compile_s > 0
+    assert rec.timed_s < rec.compile_s  # compiling happened before, not inside, the timed loop

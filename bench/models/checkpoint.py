@@ -219,8 +219,9 @@ def load_checkpoint(vlm, path: PathLike) -> List[str]:
     tower_sd = _tower_to_timm(tower_raw, backbone)
     notes = _resample_pos_embed(tower_sd, backbone)
     if _is_fused(tower_sd) and not _is_fused(backbone.state_dict()) and vlm.encoder.spec.reparameterize:
-        vlm.encoder.prepare_for_inference()
-        backbone = vlm.encoder.backbone
+        encoder = vlm.encoder
+        encoder.prepare_for_inference()  # idempotent: build_vlm's later call is a no-op
+        backbone = encoder.backbone
         notes.append("checkpoint holds a fused (re-parameterised) tower: fused the model's tower first")
     llm_sd = {k: v for k, v in llm_sd.items() if not k.endswith(_IGNORED_LLM_SUFFIXES)}
     tied = bool(getattr(vlm.llm.config, "tie_word_embeddings", False))

@@ -163,8 +163,22 @@ def device_info(device: torch.device) -> Dict[str, Any]:
             warnings.warn(f"other processes are using {props.name}: pids {snap['other_processes']}; "
                           "timings may be disturbed", RuntimeWarning, stacklevel=2)
         return info
-    return {"type": "cpu", "name": _cpu_model(), "threads": torch.get_num_threads(),
-            "logical_cpus": os.cpu_count()}
+    info = {"type": "cpu", "name": _cpu_model(), "threads": torch.get_num_threads(),
+            "logical_cpus": os.cpu_count(), "before": cpu_snapshot()}
+    load1 = info["before"].get("load_avg_1m")
+    if load1 is not None and load1 > (os.cpu_count() or 1) * 0.75:
+        warnings.warn(f"the CPU is busy (1-minute load average {load1:.1f} on {os.cpu_count()} logical CPUs); "
+                      "CPU timings will be disturbed", RuntimeWarning, stacklevel=2)
+    return info
+
+
+def cpu_snapshot() -> Dict[str, Any]:
+    """System load right now: other work on the CPU disturbs CPU timings (hygiene record)."""
+    try:
+        l1, l5, _ = os.getloadavg()
+        return {"load_avg_1m": round(l1, 2), "load_avg_5m": round(l5, 2)}
+    except OSError:
+        return {}
 
 
 # ---- peak -------------------------------------------------------------------------------

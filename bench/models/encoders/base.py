@@ -124,11 +124,12 @@ class VisionEncoder(nn.Module):
         return self.spec.num_tokens(resolution or self.resolution)
 
     def prepare_for_inference(self) -> "VisionEncoder":
-        """Deploy-time transforms that need real weights (branch fusion); eval mode."""
-        if self.spec.reparameterize:
+        """Deploy-time transforms that need real weights (branch fusion); eval mode. Idempotent."""
+        if self.spec.reparameterize and not getattr(self, "_reparameterized", False):
             from timm.utils.model import reparameterize_model
 
             self.backbone = reparameterize_model(self.backbone)
+            self._reparameterized = True
         return self.eval()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
