@@ -21,8 +21,8 @@ from .models.vlm import dtype_name, resolve_device, resolve_dtype
 from .records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .timing import StageTimer
 from .timing.flops import count_flops
-from .timing.trackers import (EnergyTracker, MemoryTracker, cpu_snapshot, device_info, measure_peak_tflops,
-                              nvml_snapshot)
+from .timing.trackers import (EnergyTracker, MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps,
+                              measure_peak_tflops, nvml_snapshot)
 
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
@@ -138,11 +138,13 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
             torch.cuda.synchronize(dev)
         rec.compile_s = time.perf_counter() - t0
 
-    if cfg.measure_peak:
+    if cfg.measure_peak:  # roofline ceilings, measured once per process, device and dtype
         key = (str(dev), vlm.dtype)
         if key not in _PEAK_CACHE:
-            _PEAK_CACHE[key] = measure_peak_tflops(dev, vlm.dtype)
-        rec.device_peak_tflops = _PEAK_CACHE[key]
+            _PEAK_CACHE[key] = (measure_peak_tflops(dev, vlm.dtype), measure_copy_gbps(dev))
+        rec.device_peak_tflops, copy_gbps = _PEAK_CACHE[key]
+        if copy_gbps is not None:
+            rec.device_info["copy_gbps"] = copy_gbps
 
     def step(timer: StageTimer) -> None:
         if point.preprocess:

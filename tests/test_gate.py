@@ -50,8 +50,8 @@ def analytical(encoder, resolution):
 # (vision ms, ttft ms) per point: FastViTHD clearly fastest at matched resolution
 CI_POINTS = {("fastvithd", 336): (10, 40), ("fastvithd", 512): (20, 55), ("fastvithd", 1024): (60, 110),
              ("vit_l14", 336): (60, 150), ("vit_l14", 224): (25, 80),
-             ("convnext_l", 336): (15, 50), ("convnext_l", 512): (30, 70),
-             ("convllava_l", 336): (16, 52), ("convllava_l", 512): (32, 72), ("convllava_l", 1024): (90, 130)}
+             ("convnext_l", 336): (20, 50), ("convnext_l", 512): (40, 70),
+             ("convllava_l", 336): (22, 52), ("convllava_l", 512): (42, 72), ("convllava_l", 1024): (90, 130)}
 
 
 def stage(samples) -> StageStats:
@@ -179,11 +179,11 @@ def test_gate_fails_when_fastvithd_is_slower(tmp_path, capsys):
 
 
 def test_gate_ratio_threshold_is_respected(tmp_path):
-    # 1.3x faster than vit_l14 in vision latency: above 1.0 but below the configured 1.5
+    # 1.3x faster than vit_l14 in vision latency: above 1.0 but below the configured 2.0
     res = ci_set(tmp_path / "ci", override={("vit_l14", 336): (13, 150)})
     result = run_gate(load_table(res), load_gate_config(str(CONFIG)), analytical)
     assert [c["subject"] for c in failed(result)] == ["fastvithd vs vit_l14 @336 vision_latency"]
-    assert failed(result)[0]["value"] == pytest.approx(1.3, rel=0.03) and failed(result)[0]["required"] == ">= 1.5x"
+    assert failed(result)[0]["value"] == pytest.approx(1.3, rel=0.03) and failed(result)[0]["required"] == ">= 2x"
 
 
 def test_gate_fails_on_wrong_token_count(tmp_path, capsys):

@@ -121,3 +121,18 @@ def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
     assert rec.status == "ok", rec.message
     assert rec.config.compile and rec.compile_s > 0
     assert rec.timed_s < rec.compile_s  # compiling happened before, not inside, the timed loop
+
+
+def test_batch_size_two_reports_throughput(tmp_path):
+    from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
+    from bench.scenario import measure_point
+
+    cfg = BenchConfig(name="b", encoder=EncoderConf("tiny_convnext"), llm=LLMConf("llama_tiny"), resolution=64,
+                      device="cpu", batch_size=2, timing=TimingConf(warmup=1, min_repeats=3),
+                      results_dir=str(tmp_path))
+    rec = measure_point(cfg)
+    assert rec.status == "ok", rec.message
+    row = rec.to_row()
+    assert row["batch_size"] == 2
+    assert abs(row["throughput_images_per_s"] - 2 / (row["ttft_ms"] / 1e3)) < 1e-6
+    assert rec.flops["vision_latency"] > 0 and rec.device_peak_tflops > 0
