@@ -304,7 +304,7 @@ def ttft_heatmap(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_heatmap") ->
                 if np.isfinite(v):
                     rgba = cmap(norm(v))
                     lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                    ax.text(j, i, (f"{v:,.0f}" if v >= 10 else f"{v:.2g}"), ha="center", va="center", fontsize=8,
                             color="black" if lum > 0.5 else "white")
                 else:
                     ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="0.45")
