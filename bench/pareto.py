@@ -88,7 +88,7 @@ def avg_accuracy(acc_long: pd.DataFrame, benchmarks: Sequence[str] = AVG5) -> pd
     out = pd.DataFrame(rows, columns=cols)
     n_missing = int(out["accuracy"].isna().sum())
     if n_missing:
-        log.info("avg_accuracy: %d configuration(s) lack some of %s", n_missing, benchmarks)
+        log.debug("avg_accuracy: %d configuration(s) lack some of %s", n_missing, benchmarks)
     return out
 
 

@@ -8,6 +8,7 @@ parameters directly on the device (or loads a local checkpoint).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -18,6 +19,10 @@ from .encoders import VisionEncoder, get_encoder_spec
 from .llms import get_llm_spec
 from .materialize import count_parameters, materialize, meta_parameters
 from .projector import build_projector
+
+# transformers 5.2x announces a rename of `past_key_values` (to `cache`) that its own models'
+# signatures do not take yet; the warning would repeat on every timed iteration.
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -165,19 +165,32 @@ def device_info(device: torch.device) -> Dict[str, Any]:
         return info
     info = {"type": "cpu", "name": _cpu_model(), "threads": torch.get_num_threads(),
             "logical_cpus": os.cpu_count(), "before": cpu_snapshot()}
-    load1 = info["before"].get("load_avg_1m")
-    if load1 is not None and load1 > (os.cpu_count() or 1) * 0.75:
-        warnings.warn(f"the CPU is busy (1-minute load average {load1:.1f} on {os.cpu_count()} logical CPUs); "
-                      "CPU timings will be disturbed", RuntimeWarning, stacklevel=2)
+    busy = info["before"].get("other_processes_cpu_frac")
+    if busy is not None and busy > 0.25:
+        warnings.warn(f"other processes are using {100 * busy:.0f}% of the CPUs; CPU timings will be disturbed",
+                      RuntimeWarning, stacklevel=2)
     return info
 
 
-def cpu_snapshot() -> Dict[str, Any]:
-    """System load right now: other work on the CPU disturbs CPU timings (hygiene record)."""
+def cpu_snapshot(window_s: float = 0.25) -> Dict[str, Any]:
+    """How much of the machine other processes use right now (hygiene record for CPU runs).
+
+    Busy CPU time of the whole system minus this process's own, over a short window while
+    this process is idle; the load average would count this sweep's own previous point.
+    """
     try:
-        l1, l5, _ = os.getloadavg()
-        return {"load_avg_1m": round(l1, 2), "load_avg_5m": round(l5, 2)}
-    except OSError:
+        import psutil
+
+        me = psutil.Process()
+        s0, p0, t0 = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
+        time.sleep(window_s)
+        s1, p1, t1 = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
+        busy = lambda t: sum(t) - t.idle - getattr(t, "iowait", 0.0)  # noqa: E731
+        own = (p1.user + p1.system) - (p0.user + p0.system)
+        frac = max(0.0, (busy(s1) - busy(s0) - own) / ((t1 - t0) * (os.cpu_count() or 1)))
+        l1, _, _ = os.getloadavg()
+        return {"other_processes_cpu_frac": round(min(frac, 1.0), 3), "load_avg_1m": round(l1, 2)}
+    except Exception:
         return {}
 
 
