@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Iterable, List, Optional, Union
 
 import pandas as pd
 
@@ -132,7 +132,3 @@ def load_table(path: Union[str, Path]) -> pd.DataFrame:
     if path.suffix == ".json":
         return records_to_frame([Record.from_dict(json.loads(path.read_text()))])
     raise ValueError(f"{path}: expected a results folder, .csv, .parquet or record .json")
-
-
-def summarize_statuses(df: pd.DataFrame) -> Dict[str, int]:
-    return df["status"].value_counts().to_dict() if "status" in df else {}

@@ -55,9 +55,6 @@ def count_parameters(model: nn.Module) -> int:
     return total
 
 
-def parameter_bytes(model: nn.Module, dtype: torch.dtype) -> int:
-    return count_parameters(model) * torch.empty((), dtype=dtype).element_size()
-
 
 @torch.no_grad()
 def materialize(model: nn.Module, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:

@@ -112,11 +112,6 @@ class VLM(nn.Module):
                        use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].argmax(dim=-1), out.past_key_values
 
-    def first_token(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """TTFT path: image tensor in -> first token id out."""
-        ids, _ = self.prefill(self.project(self.encode(pixels)), input_ids)
-        return ids
-
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor,
                  max_new_tokens: int = 16, eos_token_id: Optional[int] = None) -> List[int]:
