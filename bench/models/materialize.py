@@ -81,7 +81,7 @@ def materialize(model: nn.Module, device: torch.device, dtype: torch.dtype, seed
                 if _is_matrix(p):
                     _fill_from_pattern(t, pattern)
                     t.mul_(1.0 / math.sqrt(max(1, p[0].numel())))  # 1/sqrt(fan_in)
-                elif name in ("bias",) or "bias" in name:
+                elif "bias" in name:
                     t.zero_()
                 else:
                     t.fill_(1.0)

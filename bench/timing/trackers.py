@@ -65,12 +65,11 @@ def _nvml_handle(device: torch.device):
 
         pynvml.nvmlInit()
         index = device.index if device.index is not None else torch.cuda.current_device()
-        # respect CUDA_VISIBLE_DEVICES: map torch's index to the physical device by PCI bus id
-        bus = torch.cuda.get_device_properties(index).pci_bus_id if hasattr(
-            torch.cuda.get_device_properties(index), "pci_bus_id") else None
-        if bus:
+        # respect CUDA_VISIBLE_DEVICES: find the physical device by the UUID torch reports
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        if uuid is not None:
             try:
-                return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+                return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
             except Exception:
                 pass
         return pynvml.nvmlDeviceGetHandleByIndex(index)
