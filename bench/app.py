@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import BenchConfig, ConfigError, register_configs, validate
 from .records import STATUS_OK
+from .resources import sweeps_dir
 from .store import ResultsStore
 
 log = logging.getLogger("fastvlm_bench")
-SWEEPS_DIR = str(Path(__file__).resolve().parent.parent / "sweeps")
+SWEEPS_DIR = str(sweeps_dir())  # the checkout's sweeps/, or the copy bundled in the wheel
 
 register_configs()
 

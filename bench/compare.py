@@ -399,6 +399,26 @@ def match_rows(base_rows: List[Dict[str, Any]], cand_rows: List[Dict[str, Any]],
 # ---------------------------------------------------------------------------------------
 # comparing two tables
 # ---------------------------------------------------------------------------------------
+#: Columns that say which software stack and device measured a row: when they differ between the
+#: two sides, a ratio mixes a code change with a stack change, so compare says so.
+STACK_COLUMNS = ("device_name", "env_torch", "env_transformers", "env_timm", "env_lock_sha256", "env_stack_sha256")
+
+
+def stack_differences(base_df, cand_df) -> List[str]:
+    """One line per stack/device column whose values differ between the ok rows of both sides."""
+    out = []
+    for col in STACK_COLUMNS:
+        if col not in base_df.columns or col not in cand_df.columns:
+            continue
+        vals = []
+        for df in (base_df, cand_df):
+            ok = df[df["status"] == "ok"] if "status" in df.columns else df
+            vals.append(sorted({str(v) for v in ok[col].dropna()}))
+        if vals[0] and vals[1] and vals[0] != vals[1]:
+            out.append(f"{col} differs: base {', '.join(vals[0])} vs candidate {', '.join(vals[1])}")
+    return out
+
+
 def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
                    metrics: Sequence[str] = DEFAULT_METRICS, threshold: float = DEFAULT_THRESHOLD,
                    metric_thresholds: Optional[Mapping[str, float]] = None,
@@ -467,6 +487,7 @@ def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
         "ambiguous_candidate": describe(m.ambiguous_candidate, {}),
         "not_ok_base": len(not_ok_rows(base_df)),
         "not_ok_candidate": len(not_ok_rows(cand_df)),
+        "stack_differences": stack_differences(base_df, cand_df),
     })
 
 
@@ -644,6 +665,7 @@ def render_text(result: Dict[str, Any], base_name: str = "BASE", cand_name: str 
              f"({result['resamples']} resamples, seed {result['seed']}); matched on {', '.join(result['match_on'])}"]
     if result.get("dropped_match_keys"):
         lines.append(f"warning: not matched on {', '.join(result['dropped_match_keys'])} (column missing in a table)")
+    lines += [f"warning: {d}: ratios mix the change with a different stack" for d in result.get("stack_differences", [])]
     lines.append("")
     if result["comparisons"]:
         lines.append(format_table(_CMP_HEADERS, _cmp_rows(result, VERDICT_TEXT), _CMP_ALIGN))

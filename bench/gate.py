@@ -62,12 +62,19 @@ class Check:
 # configuration
 # ---------------------------------------------------------------------------------------
 def resolve_config_path(path: str) -> Path:
-    """``path`` as given, else relative to the project root (for runs from elsewhere)."""
+    """``path`` as given, else a ``sweeps/...`` path inside the package's own config tree
+    (the checkout's ``sweeps/`` or the copy bundled in the wheel), so the default works from
+    any folder."""
     p = Path(path)
     if p.exists() or p.is_absolute():
         return p
-    alt = Path(__file__).resolve().parent.parent / path
-    return alt if alt.exists() else p
+    if p.parts and p.parts[0] == "sweeps":
+        from .resources import sweeps_dir
+
+        alt = sweeps_dir().joinpath(*p.parts[1:])
+        if alt.exists():
+            return alt
+    return p
 
 
 def _speedup_map(value: Any, where: str) -> Dict[str, Dict[str, float]]:

@@ -149,7 +149,8 @@ class Record:
                    build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s,
                    wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops)
         row["device_name"] = self.device_info.get("name")
-        for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads"):
+        for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
+                    "lock_sha256", "stack_sha256"):
             row[f"env_{key}"] = self.env.get(key)
         row["timestamp"] = self.timestamp
         row["schema_version"] = self.schema_version

@@ -88,12 +88,16 @@ def test_unreadable_files_reported_and_cli_exit_codes(tmp_path, capsys):
     write_results(tmp_path / "runs" / "llava", "llava", "pretrained=liuhaotian/llava-v1.5-7b",
                   {"gqa": {"exact_match": 0.62}}, date="20261125_070000")
     out = tmp_path / "acc.csv"
+    # a path that holds no results at all (what a failed lmms-eval run leaves) fails the import
     rc = accuracy_main(["import", str(tmp_path / "runs"), str(tmp_path / "missing"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"error: {tmp_path / 'missing'}: no such file or folder" in err and not out.exists()
+    rc = accuracy_main(["import", str(tmp_path / "runs"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0
     assert "20260101_000000_results.json: not valid JSON" in err
     assert "other_results.json: not an lmms-eval results file" in err
-    assert "missing: no such file or folder" in err
     assert "cannot tell the configuration of model llava" in err and "--mapping" in err
     df = read_accuracy(out)
     assert len(df) == 1 and df.loc[0, "origin"] == str(good)

@@ -274,7 +274,8 @@ def test_workflow_is_valid_yaml_and_runs_the_gate():
     assert "pull_request" in on
     steps = wf["jobs"]["bench"]["steps"]
     runs = "\n".join(s.get("run", "") for s in steps)
-    assert "download.pytorch.org/whl/cpu" in runs and "pip install -e ." in runs
+    assert "download.pytorch.org/whl/cpu" in runs and "pip install -c constraints/lock-base.txt -e ." in runs
+    assert "torch==2.14.1" in runs and "torch==2.14.1" in (REPO / "constraints" / "lock-base.txt").read_text()
     assert "fastvlm-bench sweep=ci_baseline" in runs
     assert "fastvlm-bench gate results/ci_baseline --markdown gate.md" in runs
     assert "fastvlm-bench report results/ci_baseline" in runs

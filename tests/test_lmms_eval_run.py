@@ -178,3 +178,29 @@ def test_real_lmms_eval_run_import_and_join(tmp_path, sweep_results):
     joined, unmatched_results, unmatched_acc = join_efficiency_accuracy(sweep_results, acc)
     assert len(joined) == 1 and unmatched_results.empty and unmatched_acc.empty
     assert joined.loc[0, "benchmark"] == TASK and joined.loc[0, "ttft_ms"] > 0
+
+
+def test_failed_lmms_eval_run_is_loud(tmp_path):
+    """lmms-eval exits 0 after a plugin error; ``accuracy run`` must not: it exits 1 with the
+    plugin's own message, writes no accuracy table, and ``accuracy import`` of the empty output
+    folder fails naming the folder."""
+    out = tmp_path / "lmms_out"
+    missing = tmp_path / "no_such_checkpoint"
+    acc_csv = tmp_path / "accuracy.csv"
+    cmd = [sys.executable, "-m", "bench", "accuracy", "run", "--out", str(acc_csv), "--",
+           "--model", "fastvlm_bench", "--model_args",
+           f"encoder=tiny_vit,llm=qwen2_tiny,resolution=64,checkpoint={missing},device=cpu",
+           "--tasks", TASK, "--include_path", str(_make_task(tmp_path)), "--output_path", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fastvlm-bench accuracy: error: lmms-eval wrote no results file"), last
+    assert f"tokenizer folder {missing} does not exist" in last, last
+    assert not acc_csv.exists()
+
+    out.mkdir(exist_ok=True)
+    imp = subprocess.run([sys.executable, "-m", "bench", "accuracy", "import", str(out), "--out", str(acc_csv)],
+                         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert imp.returncode == 1
+    assert f"error: {out}: no lmms-eval results file" in imp.stderr and "Traceback" not in imp.stderr
+    assert not acc_csv.exists()

@@ -1,4 +1,5 @@
-"""``fastvlm-bench accuracy import PATH... [--mapping FILE] [--out FILE.csv]``.
+"""``fastvlm-bench accuracy import PATH... [--mapping FILE] [--out FILE.csv]`` and
+``fastvlm-bench accuracy run [--out FILE.csv] -- LMMS_EVAL_ARGS...``.
 
 Reads lmms-eval results JSON (files, or folders searched recursively for ``*_results.json``),
 takes each task's primary metric in percent, keys it to (encoder, resolution, llm) -- from the
@@ -6,8 +7,13 @@ takes each task's primary metric in percent, keys it to (encoder, resolution, ll
 :mod:`bench.accuracy.lmms_import`) -- and merges the rows into ``--out`` (default
 ``results/accuracy.csv``; rows of the same configuration, benchmark and source are replaced).
 
-Every file or task that could not be used is reported on stderr. The exit status is 1 only
-when nothing at all could be read (2 for usage errors).
+Every file or task that could not be used is reported on stderr. A PATH that holds no results
+file at all is an error (exit 1, nothing written): that is what a failed lmms-eval evaluation
+leaves behind. Exit 2 for usage errors.
+
+``accuracy run`` runs ``python -m lmms_eval LMMS_EVAL_ARGS`` (which must include
+``--output_path``), fails with lmms-eval's own error message when it wrote no results file
+(lmms-eval itself exits 0 then), and imports the new results into ``--out``.
 """
 from __future__ import annotations
 
@@ -30,7 +36,33 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", metavar="FILE.csv", default=DEFAULT_OUT,
                      help=f"accuracy table to create or merge into (default {DEFAULT_OUT})")
     imp.add_argument("--dry-run", action="store_true", help="print the rows, write nothing")
+    run = sub.add_parser("run", help="run lmms-eval, fail loudly without results, import them")
+    run.add_argument("--out", metavar="FILE.csv", default=DEFAULT_OUT,
+                     help=f"accuracy table to create or merge into (default {DEFAULT_OUT})")
+    run.add_argument("--mapping", metavar="FILE", help="as for import (needed for models other than fastvlm_bench)")
+    run.add_argument("--no-import", action="store_true", help="only run and check lmms-eval")
+    run.add_argument("lmms_args", nargs=argparse.REMAINDER, metavar="-- LMMS_EVAL_ARGS",
+                     help="arguments for python -m lmms_eval (after --), including --output_path")
     return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .lmms_run import LmmsRunError, run_lmms_eval
+
+    lmms_args = args.lmms_args[1:] if args.lmms_args[:1] == ["--"] else args.lmms_args
+    try:
+        files = run_lmms_eval(lmms_args)
+    except ValueError as exc:
+        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
+        return 2
+    except LmmsRunError as exc:
+        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"lmms-eval wrote {', '.join(map(str, files))}")
+    if args.no_import:
+        return 0
+    return _import(argparse.Namespace(paths=[str(f) for f in files], mapping=args.mapping, out=args.out,
+                                      dry_run=False))
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -48,6 +80,11 @@ def _import(args: argparse.Namespace) -> int:
         print(f"fastvlm-bench accuracy: could not use {msg}", file=sys.stderr)
     for msg in report.notes:
         print(f"fastvlm-bench accuracy: note: {msg}", file=sys.stderr)
+    if report.empty_paths:
+        for msg in report.empty_paths:
+            print(f"fastvlm-bench accuracy: error: {msg}", file=sys.stderr)
+        print("fastvlm-bench accuracy: nothing written", file=sys.stderr)
+        return 1
     if not report.files_read:
         print("fastvlm-bench accuracy: error: no lmms-eval results could be read", file=sys.stderr)
         return 1
@@ -77,6 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "import":
         return _import(args)
+    if args.command == "run":
+        return _run(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -112,6 +112,9 @@ class ImportReport:
     files_read: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: Paths given that hold no results file at all: an evaluation that failed (lmms-eval logs
+    #: its error and still exits 0) leaves exactly this, so the CLI treats it as an error.
+    empty_paths: List[str] = field(default_factory=list)
 
 
 # ---- model_args and mapping ------------------------------------------------------------------
@@ -209,20 +212,22 @@ def is_results_name(name: str) -> bool:
 
 
 def find_results_files(paths: Iterable[PathLike]) -> Tuple[List[Path], List[str]]:
-    """Results files under ``paths`` (files as given; folders searched recursively)."""
+    """Results files under ``paths`` (files as given; folders searched recursively), and one
+    message for each path that holds none."""
     files: List[Path] = []
-    problems: List[str] = []
+    empty: List[str] = []
     for p in map(Path, paths):
         if p.is_file():
             files.append(p)
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*.json") if f.is_file() and is_results_name(f.name))
             if not found:
-                problems.append(f"{p}: no lmms-eval results files (*_results.json) in this folder")
+                empty.append(f"{p}: no lmms-eval results file (*_results.json) in this folder; if lmms-eval "
+                             f"wrote here, its evaluation failed (it logs 'Error during evaluation' and exits 0)")
             files.extend(found)
         else:
-            problems.append(f"{p}: no such file or folder")
-    return list(dict.fromkeys(files)), problems
+            empty.append(f"{p}: no such file or folder")
+    return list(dict.fromkeys(files)), empty
 
 
 def read_results_file(path: PathLike) -> dict:
@@ -323,7 +328,8 @@ def import_results(paths: Iterable[PathLike], mapping: Union[None, PathLike, Seq
     """
     entries: Sequence[MappingEntry] = (load_mapping(mapping) if isinstance(mapping, (str, Path))
                                        else list(mapping or []))
-    files, problems = find_results_files(paths)
+    files, empty = find_results_files(paths)
+    problems: List[str] = []
     notes: List[str] = []
     rows: List[Dict[str, Any]] = []
     read: List[str] = []
@@ -359,7 +365,7 @@ def import_results(paths: Iterable[PathLike], mapping: Union[None, PathLike, Seq
                          f"{r['benchmark']} ({r['_task']}) from {r['origin']}")
         df = df[~dup]
     df = normalize_accuracy(df.drop(columns=["_stamp", "_task"]), where="lmms-eval import")
-    return ImportReport(rows=df, files_read=read, problems=problems, notes=notes)
+    return ImportReport(rows=df, files_read=read, problems=problems, notes=notes, empty_paths=empty)
 
 
 def merge_into(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
