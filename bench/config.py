@@ -24,11 +24,52 @@ class LLMConf:
 
 @dataclass
 class TimingConf:
-    warmup: int = 1  # untimed iterations after the FLOP-counting pass
-    min_repeats: int = 3  # timed iterations, at least
-    min_seconds: float = 0.0  # and at least this long in timed iterations
-    max_repeats: int = 1000  # stop here even if min_seconds is not reached
-    max_seconds: Optional[float] = None  # stop after this long once min_repeats are done
+    """The timer's stopping rule (``timing.*``); see :mod:`bench.timing.timer` for the method.
+
+    Defaults aim at a median TTFT known to +-2 % (95 % interval) on a quiet machine, with
+    floors after MLPerf LoadGen (a minimum count and duration) and a per-point budget so that
+    the default sweep ends in minutes on a 2-core CPU. ``timing=quick`` is a preset for smoke
+    tests: a couple of iterations, no interval target.
+    """
+
+    warmup: int = 2  # warm-up iterations, at least
+    warmup_seconds: float = 0.5  # and at least this long
+    warmup_max_seconds: float = 30.0  # stop waiting for stable iteration times after this long
+    stable_window: int = 3  # warm-up ends when the median of the last N iterations ...
+    stable_tol: float = 0.05  # ... is within this fraction of the N before
+    min_repeats: int = 10  # timed iterations, at least (a 95 % median interval needs >= 6)
+    min_seconds: float = 1.0  # and at least this long
+    max_repeats: int = 1000  # stop here whatever the interval
+    max_seconds: float = 20.0  # per-point budget of the timed loop (min_repeats still holds)
+    target: float = 0.02  # stop once the median's 95 % interval is within +-target
+    confidence: float = 0.95
+    target_stage: str = "ttft"
+    mode: str = "pipelined"  # pipelined | isolated (synchronise around every stage)
+
+    def problems(self) -> List[str]:
+        out = []
+        if self.warmup < 0 or self.warmup_seconds < 0 or self.warmup_max_seconds < 0:
+            out.append("timing.warmup, timing.warmup_seconds and timing.warmup_max_seconds must be >= 0")
+        if self.stable_window < 1 or self.stable_tol <= 0:
+            out.append("timing.stable_window must be >= 1 and timing.stable_tol > 0")
+        if self.min_repeats < 1:
+            out.append(f"timing.min_repeats must be >= 1, got {self.min_repeats}")
+        if self.min_seconds < 0:
+            out.append(f"timing.min_seconds must be >= 0, got {self.min_seconds}")
+        if self.max_repeats < self.min_repeats:
+            out.append(f"timing.max_repeats ({self.max_repeats}) must be >= timing.min_repeats ({self.min_repeats})")
+        if self.max_seconds <= 0:
+            out.append(f"timing.max_seconds must be positive, got {self.max_seconds}")
+        if self.target <= 0 or not 0 < self.confidence < 1:
+            out.append("timing.target must be > 0 and timing.confidence in (0, 1)")
+        if self.mode not in ("pipelined", "isolated"):
+            out.append(f"timing.mode must be pipelined or isolated, got {self.mode!r}")
+        return out
+
+
+#: ``timing=quick``: smoke tests and plumbing checks, not measurements worth quoting.
+QUICK_TIMING = TimingConf(warmup=0, warmup_seconds=0.0, stable_window=1, min_repeats=2, min_seconds=0.0,
+                          max_repeats=2, max_seconds=0.5)
 
 
 @dataclass
@@ -45,7 +86,10 @@ class BenchConfig:
     compile: bool = False  # torch.compile every stage (compile time recorded apart)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
-    threads: Optional[int] = None  # CPU threads for torch (default: all cores)
+    threads: Optional[int] = None  # CPU threads for torch (default: the cores this process may use)
+    tf32: bool = False  # CUDA: TF32 for matmuls AND cuDNN convs (False: IEEE fp32 for both)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick conv algorithms for the fixed shapes
+    channels_last: bool = False  # conv encoders (and their input) in NHWC memory format
     projector: str = "mlp2x_gelu"
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
@@ -74,19 +118,9 @@ def validate(cfg: BenchConfig) -> None:
             problems.append(f"{key} must be a positive whole number, got {v!r}")
     if cfg.threads is not None and cfg.threads <= 0:
         problems.append(f"threads must be positive, got {cfg.threads}")
-    t = cfg.timing
     if cfg.memory_headroom <= 0:
         problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
-    if t.warmup < 0:
-        problems.append(f"timing.warmup must be >= 0, got {t.warmup}")
-    if t.min_repeats < 1:
-        problems.append(f"timing.min_repeats must be >= 1, got {t.min_repeats}")
-    if t.min_seconds < 0:
-        problems.append(f"timing.min_seconds must be >= 0, got {t.min_seconds}")
-    if t.max_repeats < t.min_repeats:
-        problems.append(f"timing.max_repeats ({t.max_repeats}) must be >= timing.min_repeats ({t.min_repeats})")
-    if t.max_seconds is not None and t.max_seconds <= 0:
-        problems.append(f"timing.max_seconds must be positive, got {t.max_seconds}")
+    problems += cfg.timing.problems()
     if cfg.dtype not in VALID_DTYPES:
         problems.append(f"dtype must be one of {', '.join(VALID_DTYPES)}, got {cfg.dtype!r}")
     if cfg.attn_implementation not in VALID_ATTN:
@@ -107,3 +141,5 @@ def validate(cfg: BenchConfig) -> None:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BenchConfig)
+    cs.store(group="timing", name="default", node=TimingConf)
+    cs.store(group="timing", name="quick", node=QUICK_TIMING)

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
@@ -22,6 +22,7 @@ STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
 POINT_KEYS = (
     "encoder", "resolution", "llm", "dtype", "device", "batch_size", "prompt_tokens",
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
+    "timing_mode", "tf32", "cudnn_benchmark", "channels_last",
 )
 
 #: Fields that say which configuration a row is, for joins with accuracy.
@@ -46,6 +47,14 @@ class PointConfig:
     compile_mode: str = "default"
     preprocess: bool = True
     threads: Optional[int] = None
+    #: pipelined (stages back to back, the latency a user sees) or isolated (synchronised
+    #: around every stage: standalone stage latency, as the paper reports it).
+    timing_mode: str = "pipelined"
+    #: CUDA backend flags, set explicitly per point (cuDNN's TF32 default would otherwise bias
+    #: fp32 conv encoders against fp32 ViTs); recorded as null off CUDA, where they do nothing.
+    tf32: Optional[bool] = None
+    cudnn_benchmark: Optional[bool] = None
+    channels_last: bool = False  # conv encoders in NHWC
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
@@ -68,6 +77,11 @@ class StageStats:
     std: float
     n: int
     samples: List[float] = field(default_factory=list)
+    #: 95 % distribution-free interval of the median (order statistics), and its half-width
+    #: relative to the median; None below 6 samples, where no such interval exists.
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    ci_rel: Optional[float] = None
 
 
 @dataclass
@@ -79,6 +93,8 @@ class Record:
     status: str = STATUS_OK
     message: str = ""
     visual_tokens: Optional[int] = None
+    #: Visual tokens counted on the real forward pass's output (not the analytical formula).
+    visual_tokens_measured: Optional[int] = None
     encoder_channels: Optional[int] = None
     llm_hidden: Optional[int] = None
     stages: Dict[str, StageStats] = field(default_factory=dict)
@@ -99,6 +115,21 @@ class Record:
     wall_s: Optional[float] = None
     #: Measured device peak (TFLOP/s) used for roofline fractions, when measured.
     device_peak_tflops: Optional[float] = None
+    #: The stopping rule's outcome: why the timed loop stopped (target | budget | max_repeats),
+    #: the warm-up length and why it ended (stable | max_seconds).
+    stop_reason: Optional[str] = None
+    warmup_iterations: Optional[int] = None
+    warmup_reason: Optional[str] = None
+    #: Indices of timed iterations that were contended (CPU) or throttled (GPU), and what the
+    #: per-iteration probe saw (cpu_util / nivcsw, or SM clock / throttle reasons).
+    disturbed_iterations: List[int] = field(default_factory=list)
+    iteration_probes: List[Dict[str, Any]] = field(default_factory=list)
+    #: torch.compile: graphs, graph breaks and recompiles seen while compiling (null eager).
+    compile_info: Dict[str, Any] = field(default_factory=dict)
+    #: Idle power before the energy loop, and that loop's length (energy_per_inference_j comes
+    #: from a dedicated back-to-back loop without preprocessing).
+    idle_power_w: Optional[float] = None
+    energy_loop_s: Optional[float] = None
     env: Dict[str, Any] = field(default_factory=dict)
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -123,13 +154,16 @@ class Record:
         row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
-                   encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
+                   visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
         for stage in STAGES:
             s = self.stages.get(stage)
             row[f"{stage}_ms"] = s.median if s else None
             for stat in ("mean", "p10", "p90", "iqr", "std"):
                 row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
             row[f"{stage}_n"] = s.n if s else None
+            for stat in ("ci_low", "ci_high"):
+                row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
+            row[f"{stage}_ci_rel"] = s.ci_rel if s else None
             row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
         for stage in ("vision_latency", "projector", "prefill", "ttft"):
             fl = self.flops.get(stage)
@@ -147,7 +181,10 @@ class Record:
         row.update(peak_memory_mb=self.peak_memory_mb, peak_rss_mb=self.peak_rss_mb,
                    energy_per_inference_j=self.energy_per_inference_j, avg_power_w=self.avg_power_w,
                    build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s,
-                   wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops)
+                   wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops, stop_reason=self.stop_reason,
+                   warmup_iterations=self.warmup_iterations, disturbed_iterations=len(self.disturbed_iterations),
+                   idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),
+                   recompiles=self.compile_info.get("recompiles"))
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
                     "lock_sha256", "stack_sha256"):

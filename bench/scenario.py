@@ -6,8 +6,10 @@ Data flows one way: config -> build models -> time -> record. Failures of the po
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
+import os
 import time
 import traceback
 from typing import Optional
@@ -21,7 +23,8 @@ from .models.vlm import dtype_name, resolve_device, resolve_dtype
 from .records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .timing import StageTimer
 from .timing.flops import count_flops
-from .timing.trackers import (EnergyTracker, MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps,
+from .timing.probes import disturbed_iterations, probe_for
+from .timing.trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
                               measure_peak_tflops, nvml_snapshot)
 
 log = logging.getLogger("fastvlm_bench")
@@ -32,12 +35,39 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     """The concrete knobs (auto device/dtype/threads resolved) that identify the point."""
     dev = resolve_device(cfg.device)
     dt = resolve_dtype(cfg.dtype, dev)
-    threads = cfg.threads or torch.get_num_threads()
+    cuda = dev.type == "cuda"
     return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=cfg.prompt_tokens, attn_implementation=cfg.attn_implementation,
                        compile=bool(cfg.compile), compile_mode=cfg.compile_mode,
-                       preprocess=bool(cfg.preprocess), threads=threads if dev.type == "cpu" else None)
+                       preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
+                       timing_mode=cfg.timing.mode, tf32=bool(cfg.tf32) if cuda else None,
+                       cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
+                       channels_last=bool(cfg.channels_last))
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """The configured thread count, else the cores this process may run on: never whatever
+    ``torch.get_num_threads()`` says, which is the previous point's setting."""
+    if threads:
+        return int(threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_backends(point: PointConfig) -> None:
+    """Set every backend flag that changes a measurement explicitly for this point."""
+    dev = torch.device(point.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(point.threads)
+        torch.set_flush_denormal(True)
+    else:
+        torch.cuda.set_device(dev)  # events, allocations and kernels on the target device
+        torch.backends.cuda.matmul.allow_tf32 = bool(point.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(point.tf32)
+        torch.backends.cudnn.benchmark = bool(point.cudnn_benchmark)
 
 
 def _now() -> str:
@@ -50,9 +80,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     t_start = time.perf_counter()
     point = point or resolve_point(cfg)
     dev = torch.device(point.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(point.threads)
-        torch.set_flush_denormal(True)
+    configure_backends(point)
     rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now())
     enc_spec, llm_spec = get_encoder_spec(point.encoder), get_llm_spec(point.llm)
     rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
@@ -94,6 +122,41 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
+def _check_finite(point: PointConfig, **tensors) -> None:
+    """Placeholder weights in bf16/fp16 must not time inf/NaN arithmetic (it can be faster)."""
+    for name, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise RuntimeError(f"{point.label()}: non-finite values in {name} on the untimed check pass; "
+                               "timing them would not measure real arithmetic")
+
+
+def _compile(point: PointConfig, vlm, run_once, rec: Record) -> None:
+    """torch.compile every stage, isolated per point: Dynamo state reset, static shapes, and
+    graphs, graph breaks and recompiles recorded. Compile time is recorded apart, never timed."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    dynamo.reset()
+    counters.clear()
+    t0 = time.perf_counter()
+    vlm.encoder = torch.compile(vlm.encoder, mode=point.compile_mode, dynamic=False)
+    vlm.projector = torch.compile(vlm.projector, mode=point.compile_mode, dynamic=False)
+    vlm.llm = torch.compile(vlm.llm, mode=point.compile_mode, dynamic=False)
+    for _ in range(2):  # compile, then prove the graphs are reused
+        run_once()
+    if point.device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(point.device))
+    rec.compile_s = time.perf_counter() - t0
+    rec.compile_info = {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+                        "graph_breaks": int(sum(counters["graph_break"].values())),
+                        "recompiles": int(counters["recompiles"].get("recompiles", 0)
+                                          + sum(v for k, v in counters["stats"].items() if "recompil" in k)),
+                        "cudagraph_skips": int(sum(counters["inductor"].get(k, 0) for k in counters["inductor"]
+                                                   if "cudagraph_skip" in k))}
+    if rec.compile_info["unique_graphs"] == 0:
+        raise RuntimeError("torch.compile produced no graph: the point would run eager")
+
+
 @torch.inference_mode()
 def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
     from .models.preprocess import load_sample_image
@@ -101,36 +164,37 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
     dev = torch.device(point.device)
     images = [load_sample_image()] * point.batch_size
     pixels = vlm.preprocess(images)
+    if point.channels_last and get_encoder_spec(point.encoder).kind == "conv":
+        vlm.encoder = vlm.encoder.to(memory_format=torch.channels_last)
+    to_encoder = ((lambda px: px.contiguous(memory_format=torch.channels_last)) if point.channels_last
+                  else (lambda px: px))
+    pixels = to_encoder(pixels)
     ids = vlm.prompt_ids(point.batch_size, point.prompt_tokens)
-
     encode, project, prefill = vlm.encode, vlm.project, vlm.prefill  # bound methods: see compiled modules
-    # One untimed eager pass: FLOPs per stage (when asked) and the measured token count.
-    if cfg.count_flops:
+
+    if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
         vis, fv = count_flops(lambda: encode(pixels))
         proj, fp = count_flops(lambda: project(vis))
         _, fl = count_flops(lambda: prefill(proj, ids))
         rec.flops = {"vision_latency": fv, "projector": fp, "prefill": fl, "ttft": fv + fp + fl}
-    else:
-        vis = encode(pixels)
-    if vis.shape[1] != rec.visual_tokens:
-        raise RuntimeError(f"{point.encoder} produced {vis.shape[1]} visual tokens at {point.resolution} px, "
-                           f"analytical count is {rec.visual_tokens}")
-    del vis
+        del vis, proj
+
+    # One untimed real pass: the visual tokens the model really produces, and finite outputs.
+    vis = encode(pixels)
+    rec.visual_tokens_measured = int(vis.shape[1])
+    proj = project(vis)
+    logits = vlm.prefill_logits(proj, ids)
+    _check_finite(point, visual_tokens=vis, projector_output=proj, logits=logits)
+    del vis, proj, logits
+    if rec.visual_tokens_measured != rec.visual_tokens:
+        log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
+                    rec.visual_tokens_measured, rec.visual_tokens)
 
     if point.compile:
-        t0 = time.perf_counter()
-        # compiled modules stand in for the eager ones; the stage methods stay the same
-        vlm.encoder = torch.compile(vlm.encoder, mode=point.compile_mode)
-        vlm.projector = torch.compile(vlm.projector, mode=point.compile_mode)
-        vlm.llm = torch.compile(vlm.llm, mode=point.compile_mode)
-        for _ in range(2):  # compile (and recompile for the second shape guard), untimed
-            prefill(project(encode(pixels)), ids)[0].cpu()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        rec.compile_s = time.perf_counter() - t0
+        _compile(point, vlm, lambda: prefill(project(encode(pixels)), ids)[0].cpu(), rec)
 
-    if cfg.measure_peak:  # roofline ceilings, measured once per process, device and dtype
-        key = (str(dev), vlm.dtype)
+    if cfg.measure_peak:  # roofline ceilings, measured once per process, device, dtype and threads
+        key = (str(dev), vlm.dtype, point.threads)
         if key not in _PEAK_CACHE:
             _PEAK_CACHE[key] = (measure_peak_tflops(dev, vlm.dtype), measure_copy_gbps(dev))
         rec.device_peak_tflops, copy_gbps = _PEAK_CACHE[key]
@@ -140,7 +204,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
     def step(timer: StageTimer) -> None:
         if point.preprocess:
             with timer.stage("preprocess"):
-                px = vlm.preprocess(images)
+                px = to_encoder(vlm.preprocess(images))
         else:
             px = pixels
         with timer.stage("vision_latency"):
@@ -151,16 +215,38 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
             tok, _ = prefill(p, ids)
             tok.cpu()  # the first token id reaches the host: end of TTFT
 
-    t = cfg.timing
-    timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")})
-    with MemoryTracker(dev) as mem, EnergyTracker(dev) as energy:
-        result = timer.run(step, warmup=t.warmup, min_repeats=t.min_repeats, min_seconds=t.min_seconds,
-                           max_repeats=t.max_repeats, max_seconds=t.max_seconds)
+    timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")}, mode=point.timing_mode)
+    guard = _no_recompiles() if point.compile else contextlib.nullcontext()
+    with MemoryTracker(dev) as mem, guard:
+        result = timer.run(step, cfg.timing, probe=probe_for(dev, point.threads))
+        # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
+        energy = measure_energy(dev, lambda: prefill(project(encode(pixels)), ids)[0].cpu())
     rec.stages = result.stages
     rec.timed_s = result.timed_s
+    rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
+                                                                 result.warmup_reason)
+    rec.iteration_probes = result.probes
+    rec.disturbed_iterations = disturbed_iterations(result.probes, point.threads)
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb
-    if energy.joules is not None:
-        total_iters = result.iterations + t.warmup
-        # energy covers warm-up and timed iterations alike; per iteration = per batch
-        rec.energy_per_inference_j = energy.joules / total_iters
-        rec.avg_power_w = energy.avg_power_w
+    if energy is not None:
+        rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
+        rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
+                                                                energy["seconds"])
+
+
+class _no_recompiles:
+    """While timing, a recompile is an error (the point would silently time another graph,
+    or fall back to eager after the recompile limit), not a result."""
+
+    def __enter__(self):
+        import torch._dynamo.config as dc
+
+        self._old = dc.error_on_recompile
+        dc.error_on_recompile = True
+        return self
+
+    def __exit__(self, *exc):
+        import torch._dynamo.config as dc
+
+        dc.error_on_recompile = self._old
+        return False

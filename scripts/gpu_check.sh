@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi | tee "$OUT/nvidia-smi.txt" || { echo "gpu_check: no NVIDIA GPU visible" >&2; exit 2; }
 python -m pytest -q -m cuda tests/ 2>&1 | tee "$OUT/cuda-tests.txt"
 common=(name=gpu_paper device=cuda dtype=bf16 results_dir="$OUT/results" reports_dir="$OUT/reports" report=false
-        timing.warmup=3 timing.min_repeats=20 timing.min_seconds=2 llm=qwen2_0.5b,qwen2_1.5b,qwen2_7b)
+        timing.min_repeats=20 timing.min_seconds=2 llm=qwen2_0.5b,qwen2_1.5b,qwen2_7b)
 fastvlm-bench sweep=none encoder=fastvithd resolution=256,512,768,1024 "${common[@]}" 2>&1 | tee "$OUT/sweep.log"
 fastvlm-bench sweep=none encoder=vit_l14 resolution=336 "${common[@]}" 2>&1 | tee -a "$OUT/sweep.log"
 fastvlm-bench sweep=none encoder=convllava_l resolution=768,1024,1536 "${common[@]}" 2>&1 | tee -a "$OUT/sweep.log"

@@ -21,7 +21,7 @@ def run_cli(args, cwd=None, timeout=600, env=None):
                           text=True, timeout=timeout, env=e)
 
 
-TINY = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing.warmup=0", "timing.min_repeats=2"]
+TINY = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick"]
 
 
 @pytest.fixture

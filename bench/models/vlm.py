@@ -104,13 +104,20 @@ class VLM(nn.Module):
         Returns ``(first_token_ids, past_key_values)``; only the last position's logits are
         computed, as a serving stack does for the first token.
         """
+        out = self._prefill_forward(visual_embeds, input_ids)
+        return out.logits[:, -1, :].argmax(dim=-1), out.past_key_values
+
+    def prefill_logits(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The last position's logits of the same forward (for the finiteness check)."""
+        return self._prefill_forward(visual_embeds, input_ids).logits[:, -1, :]
+
+    def _prefill_forward(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor):
         from transformers import DynamicCache
 
         text = self.llm.get_input_embeddings()(input_ids)
         embeds = torch.cat([visual_embeds.to(text.dtype), text], dim=1)
-        out = self.llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
-                       use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :].argmax(dim=-1), out.past_key_values
+        return self.llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
+                        use_cache=True, logits_to_keep=1)
 
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor,

@@ -1,25 +1,52 @@
-"""A stage timer that knows nothing about models.
+"""A stage timer that knows nothing about models, with a stopping rule worth its name.
 
 A workload is a callable ``step(timer)`` that wraps its parts in ``timer.stage(name)``. Each
 call of ``step`` is one iteration: every stage's duration and the end-to-end spans (e.g. TTFT
 from the start of one stage to the end of another) are taken from the same marks in the same
 iteration, so the stages and the end-to-end time always describe the same run.
 
-On CUDA the marks are CUDA events recorded on the current stream (no synchronisation between
-stages, so the end-to-end time is the real pipelined time) and the iteration synchronises
-once at its end; on the CPU they are ``time.perf_counter`` readings.
+Clocks. On CUDA the marks are CUDA events recorded on the *target* device's current stream
+(not whatever device happens to be current), and the iteration synchronises that device once
+at its end; on the CPU they are ``time.perf_counter`` readings. Two modes:
+
+- ``pipelined`` (default): no synchronisation between stages, so the end-to-end time is the
+  real pipelined time a user sees;
+- ``isolated``: the device is synchronised before and after every stage, so each stage's time
+  is its standalone latency, as the FastVLM paper reports vision-encoder latency.
+
+Stopping rule (:class:`bench.config.TimingConf`, the ``timing.*`` knobs), after MLPerf LoadGen's minimum duration / minimum count and
+early stopping:
+
+1. Warm up for at least ``warmup`` iterations and ``warmup_seconds``, then until the median of
+   the last ``stable_window`` iterations is within ``stable_tol`` of the median of the window
+   before it (caches, allocator, thread pools and clocks have settled), or
+   ``warmup_max_seconds`` has passed.
+2. Time at least ``min_repeats`` iterations and ``min_seconds``; then stop as soon as the 95 %
+   interval of the median of ``target_stage`` is within +-``target`` of the median
+   (``stop_reason="target"``), or when ``max_seconds`` (the per-point budget) or
+   ``max_repeats`` is reached (``"budget"``, ``"max_repeats"``).
+
+The garbage collector is collected and disabled around the timed loop (a collection inside
+an iteration is noise that has nothing to do with the model). An optional per-iteration
+``probe`` (``begin()`` / ``end() -> dict``) runs outside the marks, e.g. CPU time against wall
+time, or GPU clocks and throttle reasons.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
+import numpy as np
 import torch
 
+from ..config import TimingConf as StopRule
 from ..records import StageStats
 from .stats import summarize
+
+TIMING_MODES = ("pipelined", "isolated")
 
 
 class _CpuClock:
@@ -35,12 +62,15 @@ class _CpuClock:
 
 
 class _CudaClock:
+    """Events on the target device's current stream; ``torch.cuda.Event.record()`` without a
+    stream would use the *current device's* stream, which is wrong for ``cuda:N``."""
+
     def __init__(self, device: torch.device):
         self.device = device
 
     def mark(self):
         ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
+        ev.record(torch.cuda.current_stream(self.device))
         return ev
 
     def sync(self) -> None:
@@ -51,12 +81,31 @@ class _CudaClock:
         return a.elapsed_time(b)
 
 
+class IterationProbe(Protocol):
+    def begin(self) -> None: ...
+
+    def end(self) -> Dict[str, Any]: ...
+
+
 @dataclass
 class TimingResult:
     stages: Dict[str, StageStats]
     timed_s: float  # wall time spent inside timed iterations (measurement loop only)
     warmup_s: float
     iterations: int
+    warmup_iterations: int = 0
+    warmup_reason: str = ""  # stable | max_seconds
+    stop_reason: str = ""  # target | budget | max_repeats
+    mode: str = "pipelined"
+    probes: List[Dict[str, Any]] = field(default_factory=list)  # one per timed iteration
+
+
+def _stable(times: List[float], window: int, tol: float) -> bool:
+    if len(times) < 2 * window:
+        return False
+    last = float(np.median(times[-window:]))
+    prev = float(np.median(times[-2 * window:-window]))
+    return abs(last - prev) <= tol * prev
 
 
 @dataclass
@@ -65,8 +114,11 @@ class StageTimer:
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     spans: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    mode: str = "pipelined"
 
     def __post_init__(self):
+        if self.mode not in TIMING_MODES:
+            raise ValueError(f"timing mode must be one of {', '.join(TIMING_MODES)}, got {self.mode!r}")
         self.device = torch.device(self.device)
         self.clock = _CudaClock(self.device) if self.device.type == "cuda" else _CpuClock()
         self.samples: Dict[str, List[float]] = {}
@@ -77,53 +129,97 @@ class StageTimer:
         if self._marks is None:  # called outside an iteration: run untimed
             yield
             return
+        if self.mode == "isolated":
+            self.clock.sync()
         begin = self.clock.mark()
         yield
-        self._marks[name] = (begin, self.clock.mark())
+        end = self.clock.mark()
+        if self.mode == "isolated":
+            self.clock.sync()
+        self._marks[name] = (begin, end)
 
     @contextlib.contextmanager
-    def iteration(self, record: bool = True) -> Iterator[None]:
+    def iteration(self, record: bool = True) -> Iterator[Dict[str, float]]:
+        """One iteration; yields a dict that holds this iteration's stage times after it ends."""
         self._marks = {}
+        times: Dict[str, float] = {}
         try:
-            yield
+            yield times
             self.clock.sync()
+            for name, (a, b) in self._marks.items():
+                times[name] = self.clock.elapsed_ms(a, b)
+            for span, (first, last) in self.spans.items():
+                if first in self._marks and last in self._marks:
+                    times[span] = self.clock.elapsed_ms(self._marks[first][0], self._marks[last][1])
             if record:
-                for name, (a, b) in self._marks.items():
-                    self.samples.setdefault(name, []).append(self.clock.elapsed_ms(a, b))
-                for span, (first, last) in self.spans.items():
-                    if first in self._marks and last in self._marks:
-                        ms = self.clock.elapsed_ms(self._marks[first][0], self._marks[last][1])
-                        self.samples.setdefault(span, []).append(ms)
+                for name, ms in times.items():
+                    self.samples.setdefault(name, []).append(ms)
         finally:
             self._marks = None
 
-    def run(self, step: Callable[["StageTimer"], object], warmup: int = 1, min_repeats: int = 5,
-            min_seconds: float = 0.0, max_repeats: int = 10_000, max_seconds: Optional[float] = None,
+    def run(self, step: Callable[["StageTimer"], object], rule: Optional[StopRule] = None,
+            probe: Optional[IterationProbe] = None,
             on_iteration: Optional[Callable[[int], None]] = None) -> TimingResult:
-        """Warm up, then repeat until at least ``min_repeats`` AND ``min_seconds`` are reached.
+        """Warm up until stable, then time until the target interval, the budget or the cap."""
+        rule = rule or StopRule()
+        bad = rule.problems()
+        if bad:
+            raise ValueError("bad timing rule: " + "; ".join(bad))
 
-        ``max_repeats``/``max_seconds`` cap the loop (never below ``min_repeats``).
-        """
-        if warmup < 0 or min_repeats < 1 or min_seconds < 0 or max_repeats < min_repeats:
-            raise ValueError(f"bad timing knobs: warmup={warmup} min_repeats={min_repeats} "
-                             f"min_seconds={min_seconds} max_repeats={max_repeats}")
+        def target_ms(times: Dict[str, float]) -> float:
+            return times.get(rule.target_stage, sum(times.values()))
+
         t0 = time.perf_counter()
-        for _ in range(warmup):
-            with self.iteration(record=False):
+        warm_times: List[float] = []
+        warmup_reason = "stable"
+        while True:
+            with self.iteration(record=False) as times:
                 step(self)
+            warm_times.append(target_ms(times))
+            spent = time.perf_counter() - t0
+            if len(warm_times) >= rule.warmup and spent >= rule.warmup_seconds and \
+                    (rule.stable_window <= 1 or _stable(warm_times, rule.stable_window, rule.stable_tol)):
+                break
+            if spent >= rule.warmup_max_seconds and len(warm_times) >= rule.warmup:
+                warmup_reason = "max_seconds"
+                break
+
+        probes: List[Dict[str, Any]] = []
+        gc.collect()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         t1 = time.perf_counter()
         n = 0
-        while True:
-            with self.iteration(record=True):
-                step(self)
-            n += 1
-            if on_iteration:
-                on_iteration(n)
-            elapsed = time.perf_counter() - t1
-            if n >= max_repeats or (max_seconds is not None and elapsed >= max_seconds and n >= min_repeats):
-                break
-            if n >= min_repeats and elapsed >= min_seconds:
-                break
+        try:
+            while True:
+                if probe is not None:
+                    probe.begin()
+                with self.iteration(record=True):
+                    step(self)
+                if probe is not None:
+                    probes.append(probe.end())
+                n += 1
+                if on_iteration:
+                    on_iteration(n)
+                elapsed = time.perf_counter() - t1
+                if n >= rule.max_repeats:
+                    stop_reason = "max_repeats"
+                    break
+                if n < rule.min_repeats or elapsed < rule.min_seconds:
+                    continue
+                key = rule.target_stage if rule.target_stage in self.samples else next(iter(self.samples))
+                ci_rel = summarize(self.samples[key], rule.confidence).ci_rel
+                if ci_rel is not None and ci_rel <= rule.target:
+                    stop_reason = "target"
+                    break
+                if elapsed >= rule.max_seconds:
+                    stop_reason = "budget"
+                    break
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         t2 = time.perf_counter()
-        stages = {name: summarize(vals) for name, vals in self.samples.items()}
-        return TimingResult(stages=stages, timed_s=t2 - t1, warmup_s=t1 - t0, iterations=n)
+        stages = {name: summarize(vals, rule.confidence) for name, vals in self.samples.items()}
+        return TimingResult(stages=stages, timed_s=t2 - t1, warmup_s=t1 - t0, iterations=n,
+                            warmup_iterations=len(warm_times), warmup_reason=warmup_reason,
+                            stop_reason=stop_reason, mode=self.mode, probes=probes)

@@ -9,7 +9,7 @@ import os
 import platform
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -101,35 +101,41 @@ def nvml_snapshot(device: torch.device) -> Dict[str, Any]:
     }
 
 
-class EnergyTracker:
-    """Energy over a region from NVML's cumulative energy counter (Volta and newer)."""
+def measure_energy(device: torch.device, call: Callable[[], Any], min_seconds: float = 2.0,
+                   idle_seconds: float = 0.5) -> Optional[Dict[str, float]]:
+    """Energy per call of ``call`` from NVML's cumulative energy counter (Volta and newer).
 
-    def __init__(self, device: torch.device):
-        self.handle = _nvml_handle(device)
-        self.joules: Optional[float] = None
-        self.seconds: Optional[float] = None
+    Measured apart from the timed loop, because there the GPU idles during host-side
+    preprocessing and between iterations, and a single iteration is shorter than the counter's
+    update period: first ``idle_seconds`` of idle power, then ``call`` back to back for at
+    least ``min_seconds`` (many counter updates). None off-GPU or without the counter.
+    """
+    handle = _nvml_handle(device)
+    if handle is None:
+        return None
+    import pynvml
 
-    def _read_mj(self):
-        if self.handle is None:
-            return None
-        import pynvml
+    def read():
+        return _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, handle), time.perf_counter()
 
-        return _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
-
-    def __enter__(self):
-        self._e0, self._t0 = self._read_mj(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        e1 = self._read_mj()
-        self.seconds = time.perf_counter() - self._t0
-        if self._e0 is not None and e1 is not None:
-            self.joules = (e1 - self._e0) / 1e3
-        return False
-
-    @property
-    def avg_power_w(self) -> Optional[float]:
-        return self.joules / self.seconds if self.joules is not None and self.seconds else None
+    torch.cuda.synchronize(device)
+    (e0, t0) = read()
+    time.sleep(idle_seconds)
+    (e1, t1) = read()
+    call()
+    torch.cuda.synchronize(device)
+    (e2, t2) = read()
+    n = 0
+    while n < 3 or time.perf_counter() - t2 < min_seconds:
+        call()
+        n += 1
+    torch.cuda.synchronize(device)
+    (e3, t3) = read()
+    if None in (e0, e1, e2, e3) or e3 <= e2:
+        return None
+    joules = (e3 - e2) / 1e3
+    return {"joules_per_call": joules / n, "avg_power_w": joules / (t3 - t2),
+            "idle_power_w": (e1 - e0) / 1e3 / (t1 - t0), "seconds": t3 - t2, "calls": n}
 
 
 # ---- device facts ------------------------------------------------------------------------
