@@ -90,6 +90,11 @@ class BenchConfig:
     tf32: bool = False  # CUDA: TF32 for matmuls AND cuDNN convs (False: IEEE fp32 for both)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick conv algorithms for the fixed shapes
     channels_last: bool = False  # conv encoders (and their input) in NHWC memory format
+    # A known amount of real extra work inside one stage's timed region: N matmuls of
+    # 256x256 fp32 on the point's device. For proving that `compare` catches a slowdown of a
+    # given size (calibrate N against the stage's time); never set it for a measurement.
+    extra_work_stage: Optional[str] = None  # preprocess | vision_latency | projector | prefill
+    extra_work_matmuls: int = 0
     projector: str = "mlp2x_gelu"
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
@@ -121,6 +126,11 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.memory_headroom <= 0:
         problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
     problems += cfg.timing.problems()
+    if cfg.extra_work_matmuls < 0:
+        problems.append(f"extra_work_matmuls must be >= 0, got {cfg.extra_work_matmuls}")
+    if cfg.extra_work_stage not in (None, "preprocess", "vision_latency", "projector", "prefill"):
+        problems.append(f"extra_work_stage must be preprocess, vision_latency, projector or prefill, "
+                        f"got {cfg.extra_work_stage!r}")
     if cfg.dtype not in VALID_DTYPES:
         problems.append(f"dtype must be one of {', '.join(VALID_DTYPES)}, got {cfg.dtype!r}")
     if cfg.attn_implementation not in VALID_ATTN:

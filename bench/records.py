@@ -22,7 +22,7 @@ STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
 POINT_KEYS = (
     "encoder", "resolution", "llm", "dtype", "device", "batch_size", "prompt_tokens",
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
-    "timing_mode", "tf32", "cudnn_benchmark", "channels_last",
+    "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
 )
 
 #: Fields that say which configuration a row is, for joins with accuracy.
@@ -55,6 +55,9 @@ class PointConfig:
     tf32: Optional[bool] = None
     cudnn_benchmark: Optional[bool] = None
     channels_last: bool = False  # conv encoders in NHWC
+    #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
+    extra_work_stage: Optional[str] = None
+    extra_work_matmuls: int = 0
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""

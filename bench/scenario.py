@@ -43,7 +43,9 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
                        timing_mode=cfg.timing.mode, tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
-                       channels_last=bool(cfg.channels_last))
+                       channels_last=bool(cfg.channels_last),
+                       extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
+                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0)
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -201,18 +203,24 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
         if copy_gbps is not None:
             rec.device_info["copy_gbps"] = copy_gbps
 
+    extra = _extra_work(point, dev)
+
     def step(timer: StageTimer) -> None:
         if point.preprocess:
             with timer.stage("preprocess"):
                 px = to_encoder(vlm.preprocess(images))
+                extra("preprocess")
         else:
             px = pixels
         with timer.stage("vision_latency"):
             v = encode(px)
+            extra("vision_latency")
         with timer.stage("projector"):
             p = project(v)
+            extra("projector")
         with timer.stage("prefill"):
             tok, _ = prefill(p, ids)
+            extra("prefill")
             tok.cpu()  # the first token id reaches the host: end of TTFT
 
     timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")}, mode=point.timing_mode)
@@ -232,6 +240,24 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
+
+
+def _extra_work(point: PointConfig, dev: torch.device):
+    """``extra(stage)`` runs ``extra_work_matmuls`` real 256x256 fp32 matmuls when ``stage`` is
+    ``extra_work_stage``: a fixed amount of work, so a slowdown of known size is measured, not
+    edited into the numbers."""
+    if not point.extra_work_stage or point.extra_work_matmuls <= 0:
+        return lambda stage: None
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 256, generator=gen).to(dev)
+    b, out = torch.randn(256, 256, generator=gen).to(dev), torch.empty(256, 256, device=dev)
+
+    def extra(stage: str) -> None:
+        if stage == point.extra_work_stage:
+            for _ in range(point.extra_work_matmuls):
+                torch.mm(a, b, out=out)
+
+    return extra
 
 
 class _no_recompiles:
