@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import BenchConfig, ConfigError, register_configs, validate
 from .records import STATUS_OK, STATUS_SKIPPED
@@ -165,6 +165,12 @@ class ValidateCallback(Callback):
             if "," in value:
                 swept.add(key.lstrip("+~"))
         try:
+            # the composed config holds every value but the swept ones (those keep their valid
+            # config-file values), so this rejects a bad non-swept value before any folder exists
+            base = config.copy()
+            with open_dict(base):
+                del base["hydra"]
+            validate(_to_bench_config(base))
             name, results_dir = str(config.name), str(config.results_dir)
             if "name" not in swept and "results_dir" not in swept:
                 cfg = BenchConfig(name=name, results_dir=results_dir)

@@ -131,10 +131,27 @@ def _written_file(exc: BaseException) -> str:
         loc = frame.f_locals
         if "output_dir" in loc and "filename" in loc:
             return str(Path(str(loc["output_dir"])) / str(loc["filename"]))
-        for key in ("path", "filename", "baseFilename"):
+        for key in ("path", "filename", "f", "baseFilename"):  # f: OmegaConf.save (Hydra's multirun.yaml)
             if isinstance(loc.get(key), (str, Path)):
-                return str(loc[key])
+                return os.path.abspath(str(loc[key]))
     return "?"
+
+
+def _drop_empty_hydra_file(path: str) -> None:
+    """Remove the 0-byte file Hydra leaves when its write fails (a full disk), and the folders
+    of this run under ``hydra/`` that are empty because of it: an empty multirun.yaml or
+    hydra.yaml looks like a run that happened."""
+    p = Path(path)
+    try:
+        if "hydra" not in p.parts or not p.is_file() or p.stat().st_size:
+            return
+        p.unlink()
+        d = p.parent
+        while d.name != "hydra" and not any(d.iterdir()):
+            d.rmdir()
+            d = d.parent
+    except OSError:
+        pass
 
 
 def _sweep(args: List[str]) -> int:
@@ -172,7 +189,9 @@ def _sweep(args: List[str]) -> int:
     except OSError as exc:
         if user_full_error:
             raise
-        print(f"fastvlm-bench: error: cannot write {_written_file(exc)}: {exc.strerror or exc}", file=sys.stderr)
+        path = _written_file(exc)
+        _drop_empty_hydra_file(path)
+        print(f"fastvlm-bench: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
