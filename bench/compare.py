@@ -758,13 +758,14 @@ def load_results(path: str, side: str):
 
 
 def write_text(path: str, text: str) -> None:
+    """Write an output file atomically (a full disk leaves the old file, and one line)."""
+    from .store import atomic_write_text
+
     try:
-        p = Path(path)
-        if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(str(exc) if str(exc).startswith("cannot write") else
+                         f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
