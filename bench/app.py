@@ -7,43 +7,91 @@ through any launcher plugin (``hydra/launcher=submitit_local`` / ``submitit_slur
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import uuid
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import BenchConfig, ConfigError, register_configs, validate
-from .records import STATUS_OK
+from .records import STATUS_OK, STATUS_SKIPPED
 from .resources import sweeps_dir
-from .store import ResultsStore
+from .store import ResultsStore, ResultsWriteError
 
 log = logging.getLogger("fastvlm_bench")
 SWEEPS_DIR = str(sweeps_dir())  # the checkout's sweeps/, or the copy bundled in the wheel
 
 register_configs()
 
+#: ``${fvb_run_id:}`` in sweeps/config.yaml: makes each run's hydra/ folder unique, so two
+#: sweeps started in the same second on one results folder (or Slurm arrays submitted from
+#: two hosts) never write into the same hydra/<timestamp>/ folder. Cached like Hydra's
+#: ``now``, so every job of a multirun (and submitit's pickled jobs) sees the same value.
+_RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+OmegaConf.register_new_resolver("fvb_run_id", lambda: _RUN_ID, use_cache=True, replace=True)
+
+#: Summary statuses of points that leave no record of this run.
+STATUS_CLAIMED = "claimed"  # another process was measuring it
+STATUS_UNAVAILABLE = "unavailable"  # its device does not exist on this machine
+
 
 def _to_bench_config(cfg: DictConfig) -> BenchConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-def run_point(cfg: BenchConfig) -> Dict[str, Any]:
-    """Measure one point unless the store already has it; returns a small summary."""
-    from .scenario import measure_point, resolve_point
+def check_results_dir(cfg: BenchConfig) -> None:
+    """Bad places to write results, as config errors (before Hydra makes any folder)."""
+    if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or os.sep in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"name must be a plain folder name, got {cfg.name!r}")
+    root = Path(cfg.results_dir)
+    for p in (root, root / cfg.name):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"results folder {p} exists and is not a folder")
+
+
+def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
+    """Measure one point unless the store already has it; returns a small summary.
+
+    The point is claimed (``records/<id>.claim``) before it is measured: a second sweep on
+    the same folder skips a point another live process is measuring, rather than timing it
+    at the same time on a shared machine and overwriting the first one's record.
+    """
+    from .scenario import DeviceUnavailableError, measure_point, resolve_point
 
     validate(cfg)
-    point = resolve_point(cfg)
+    check_results_dir(cfg)
+    try:
+        point = resolve_point(cfg)
+    except DeviceUnavailableError as exc:
+        if not in_grid:
+            raise
+        # not recorded: another machine sharing this folder may have the device
+        log.warning("skipped (not recorded): %s@%spx + %s: %s", cfg.encoder.name, cfg.resolution, cfg.llm.name, exc)
+        return {"point_id": None, "status": STATUS_UNAVAILABLE, "resumed": False, "message": str(exc)}
     store = ResultsStore(Path(cfg.results_dir) / cfg.name)
     pid = point.point_id()
     if not cfg.force and store.is_done(pid):
         rec = store.get(pid)
         log.info("already measured (%s, %s): %s; use force=true to re-measure", rec.status, pid, point.label())
         return {"point_id": pid, "status": rec.status, "resumed": True}
-    rec = measure_point(cfg, point)
-    path = store.put(rec)
+    claimed, owner = store.claim(pid)
+    if not claimed:
+        who = owner.describe() if owner else "another process"
+        log.warning("skipped: %s (%s) is being measured by %s; re-run when it ends", point.label(), pid, who)
+        return {"point_id": pid, "status": STATUS_CLAIMED, "resumed": False, "message": f"claimed by {who}"}
+    try:
+        if not cfg.force and store.is_done(pid):  # finished by another process since the check above
+            rec = store.get(pid)
+            log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
+            return {"point_id": pid, "status": rec.status, "resumed": True}
+        rec = measure_point(cfg, point)
+        path = store.put(rec)
+    finally:
+        store.release(pid)
     store.consolidate()
     if rec.status == STATUS_OK:
         s = rec.stages
@@ -55,22 +103,127 @@ def run_point(cfg: BenchConfig) -> Dict[str, Any]:
     return {"point_id": pid, "status": rec.status, "resumed": False}
 
 
+def _grid_size(config: DictConfig) -> int:
+    """How many points this Hydra run has (1 for a single run); 2 when it cannot tell."""
+    from hydra.types import RunMode
+
+    from .progress import count_jobs
+
+    try:
+        hc = config.hydra
+        if hc.mode != RunMode.MULTIRUN:
+            return 1
+        params = hc.sweeper.get("params") or {}
+        if OmegaConf.is_config(params):
+            params = OmegaConf.to_container(params, resolve=False)
+        return count_jobs(params, list(hc.overrides.task))
+    except Exception:  # unknown sweeper: treat as a grid (never abort other points)
+        return 2
+
+
+#: Points in this process's Hydra run, set by ValidateCallback when the run starts (a job's
+#: own config only holds its own overrides). None in a launcher's worker process.
+_GRID_SIZE = None
+
+
+def _in_grid() -> bool:
+    """True when this job is one of several points of a run; unknown (a submitit worker)
+    counts as a grid, so one point's problem never aborts the others."""
+    return _GRID_SIZE is None or _GRID_SIZE > 1
+
+
+def fail(message: str, code: int) -> None:
+    """The one-line error of every sweep failure: ``fastvlm-bench: error: ...``, exit ``code``."""
+    print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
 @hydra.main(version_base="1.3", config_path=SWEEPS_DIR, config_name="config")
 def run(cfg: DictConfig) -> Dict[str, Any]:
     try:
-        return run_point(_to_bench_config(cfg))
+        return run_point(_to_bench_config(cfg), in_grid=_in_grid())
     except ConfigError as exc:
-        print(f"fastvlm-bench: error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        fail(str(exc), 2)
+    except ResultsWriteError as exc:
+        fail(str(exc), 1)
+    return {}  # unreachable: fail() exits
+
+
+class ValidateCallback(Callback):
+    """Before Hydra makes any folder: reject a bad name or results folder and a missing
+    checkpoint, so a rejected run leaves nothing behind (``name=../x`` would otherwise get
+    its hydra/ folder outside results_dir before the job's own validation)."""
+
+    def _check(self, config: DictConfig) -> None:
+        global _GRID_SIZE
+        _GRID_SIZE = _grid_size(config)
+        params = config.hydra.sweeper.get("params") or {}
+        if OmegaConf.is_config(params):
+            params = OmegaConf.to_container(params, resolve=False)
+        swept = set(params or {})
+        for ov in config.hydra.overrides.task:
+            key, _, value = str(ov).partition("=")
+            if "," in value:
+                swept.add(key.lstrip("+~"))
+        try:
+            # the composed config holds every value but the swept ones (those keep their valid
+            # config-file values), so this rejects a bad non-swept value before any folder exists
+            base = config.copy()
+            with open_dict(base):
+                del base["hydra"]
+            validate(_to_bench_config(base))
+            name, results_dir = str(config.name), str(config.results_dir)
+            if "name" not in swept and "results_dir" not in swept:
+                cfg = BenchConfig(name=name, results_dir=results_dir)
+                check_results_dir(cfg)
+            ckpt = config.get("checkpoint")
+            if ckpt and "checkpoint" not in swept:
+                from .scenario import checkpoint_identity
+
+                checkpoint_identity(str(ckpt))
+            if "device" not in swept and _GRID_SIZE == 1:
+                from .scenario import DeviceUnavailableError
+                from .models.vlm import resolve_device
+
+                try:
+                    resolve_device(str(config.device))
+                except ValueError as exc:
+                    raise DeviceUnavailableError(str(exc)) from None
+        except ConfigError as exc:
+            fail(str(exc), 2)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
 
 
 class FinishCallback(Callback):
     """At the end of a multirun: consolidate the table, print a summary, render the report."""
 
+    def __init__(self) -> None:
+        self.unrecorded: List[str] = []
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        rv = getattr(job_return, "_return_value", None)
+        if isinstance(rv, dict) and rv.get("status") in (STATUS_CLAIMED, STATUS_UNAVAILABLE):
+            self.unrecorded.append(f"  {rv['status']}: {config.encoder.name}@{config.resolution} "
+                                   f"{config.llm.name}: {rv.get('message', '')}")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.results_dir) / config.name
         store = ResultsStore(root)
-        df = store.consolidate()
+        try:
+            df = store.consolidate()
+        except ResultsWriteError as exc:
+            fail(str(exc), 1)
+        for path, msg in store.corrupt:
+            print(f"fastvlm-bench: warning: corrupt record {msg}", file=sys.stderr)
+        if self.unrecorded:
+            print(f"fastvlm-bench: {len(self.unrecorded)} point(s) not measured by this run:", file=sys.stderr)
+            for line in self.unrecorded:
+                print(line, file=sys.stderr)
         if df.empty:
             print(f"fastvlm-bench: no records in {root}", file=sys.stderr)
             return

@@ -13,9 +13,11 @@ BASE and CANDIDATE are anything :func:`bench.store.load_table` reads: a sweep fo
 one record ``.json``.
 
 **Matching.** Only rows with ``status == "ok"`` are compared. Rows are paired on the sweep
-point keys :data:`bench.records.POINT_KEYS` *except* ``threads``: the thread count is mostly
-an property of the machine (``None`` means "whatever the runner has"), and two runs of the
-same configuration on different runners are exactly what one wants to compare.
+point keys :data:`bench.records.POINT_KEYS` *except* ``threads``, ``checkpoint`` and
+``checkpoint_fingerprint``: the thread count is mostly a property of the machine (``None``
+means "whatever the runner has"), a checkpoint's path and file times differ between machines
+while latency does not depend on weight values, and two runs of the same configuration on
+different runners are exactly what one wants to compare.
 ``--match-on`` replaces the key list (comma separated). A key that one of the two tables
 lacks as a column (an older schema) is dropped from matching with a warning. Rows of one
 side that share a key with another row of the same side are *ambiguous* and are listed, not
@@ -64,7 +66,8 @@ from .records import POINT_KEYS, STATUS_OK, samples_from_cell
 PROG = "fastvlm-bench compare"
 
 #: Default match keys: every point key but the thread count (see the module docstring).
-DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS if k != "threads")
+DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
+                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint"))
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -777,13 +780,14 @@ def load_results(path: str, side: str):
 
 
 def write_text(path: str, text: str) -> None:
+    """Write an output file atomically (a full disk leaves the old file, and one line)."""
+    from .store import atomic_write_text
+
     try:
-        p = Path(path)
-        if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(str(exc) if str(exc).startswith("cannot write") else
+                         f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

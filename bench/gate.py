@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .compare import (InputError, as_float, bootstrap_ratio_ci, fmt_ci, format_table, json_safe, load_results,
                       markdown_table, normalize_value, ok_rows, row_label, row_samples, write_text)
-from .records import STAGES
+from .records import POINT_KEYS, STAGES
 
 PROG = "fastvlm-bench gate"
 DEFAULT_CONFIG = "sweeps/gate/ci_baseline.yaml"
@@ -103,16 +103,34 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
+TOP_KEYS = ("sweep", "target", "select", "check_visual_tokens", "min_speedup", "matched_resolution",
+            "token_matched")
+ENTRY_KEYS = ("resolution", "baselines", "token_factor", "min_speedup")
+TOKEN_MATCHED_KEYS = ("visual_tokens", "points", "min_speedup")
+POINT_ENTRY_KEYS = ("encoder", "resolution")
+
+
+def _known_keys(mapping: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    """Reject keys the gate does not read: a typo (``matched_resolutions``) would otherwise
+    make its checks silently vanish and the gate pass."""
+    unknown = [str(k) for k in mapping if k not in valid]
+    if unknown:
+        raise GateConfigError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                              f"valid: {', '.join(valid)}")
+
+
 def validate_config(cfg: Any) -> Dict[str, Any]:
     """Check and normalise a gate config (a parsed YAML mapping); raises GateConfigError."""
     if not isinstance(cfg, dict):
         raise GateConfigError("gate config must be a YAML mapping")
+    _known_keys(cfg, TOP_KEYS, "top level")
     target = cfg.get("target")
     if not isinstance(target, str) or not target:
         raise GateConfigError("gate config needs 'target' (the encoder under test, e.g. fastvithd)")
     select = cfg.get("select") or {}
     if not isinstance(select, dict):
         raise GateConfigError("'select' must be a mapping column -> value")
+    _known_keys(select, POINT_KEYS, "select")
     min_speedup = _speedup_map(cfg.get("min_speedup"), "min_speedup")
     entries = cfg.get("matched_resolution") or []
     if not isinstance(entries, list):
@@ -122,6 +140,7 @@ def validate_config(cfg: Any) -> Dict[str, Any]:
         where = f"matched_resolution[{i}]"
         if not isinstance(e, dict):
             raise GateConfigError(f"{where}: expected a mapping")
+        _known_keys(e, ENTRY_KEYS, where)
         res = _int(e.get("resolution"), f"{where}.resolution")
         baselines = e.get("baselines") or []
         if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
@@ -147,6 +166,7 @@ def validate_config(cfg: Any) -> Dict[str, Any]:
     if tm is not None:
         if not isinstance(tm, dict):
             raise GateConfigError("'token_matched' must be a mapping {visual_tokens, points}")
+        _known_keys(tm, TOKEN_MATCHED_KEYS, "token_matched")
         tokens = _int(tm.get("visual_tokens"), "token_matched.visual_tokens")
         points = tm.get("points") or []
         if not isinstance(points, list) or not points:
@@ -155,6 +175,7 @@ def validate_config(cfg: Any) -> Dict[str, Any]:
         for i, pnt in enumerate(points):
             if not isinstance(pnt, dict) or not isinstance(pnt.get("encoder"), str):
                 raise GateConfigError(f"token_matched.points[{i}]: expected {{encoder: NAME, resolution: N}}")
+            _known_keys(pnt, POINT_ENTRY_KEYS, f"token_matched.points[{i}]")
             norm_points.append({"encoder": pnt["encoder"],
                                 "resolution": _int(pnt.get("resolution"), f"token_matched.points[{i}].resolution")})
         norm_tm = {"visual_tokens": tokens, "points": norm_points,

@@ -12,18 +12,34 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # 2: projector, checkpoint, timing mode, backend flags, stopping rule, stack
 
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
 STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
 
 #: Fields that identify a sweep point; two records with equal values measure the same thing.
+#: Every knob that changes *what* is run is here: the model parts (encoder, projector, LLM,
+#: checkpoint weights), the input, and the runtime (dtype, device, threads, compile, ...).
+#: Knobs that change only *how thoroughly* or *what else* is measured are deliberately not:
+#: ``timing.*`` (more repeats estimate the same median more tightly), ``count_flops`` and
+#: ``measure_peak`` (untimed extra passes; they fill extra columns, not the timings) and
+#: ``memory_headroom`` (only decides whether a point is attempted). They are kept in each
+#: record's ``settings`` (and the table's ``setting_*`` columns) so a table says how it was
+#: measured; use ``force=true`` to re-measure a point with new settings.
 POINT_KEYS = (
     "encoder", "resolution", "llm", "dtype", "device", "batch_size", "prompt_tokens",
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
+    "projector", "checkpoint", "checkpoint_fingerprint",
     "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
 )
+
+#: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
+#: still at that value is left out of the id hash, so points measured before the key existed
+#: keep their ids (and are resumed, not re-measured, after an upgrade).
+_LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_fingerprint": None,
+               "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
+               "extra_work_stage": None, "extra_work_matmuls": 0}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -47,6 +63,12 @@ class PointConfig:
     compile_mode: str = "default"
     preprocess: bool = True
     threads: Optional[int] = None
+    projector: str = "mlp2x_gelu"
+    #: absolute path of the checkpoint folder/file (None: placeholder weights)
+    checkpoint: Optional[str] = None
+    #: size and mtime of every weights/config file of the checkpoint, hashed: a checkpoint
+    #: rewritten in place gets a new point id even though its path is the same
+    checkpoint_fingerprint: Optional[str] = None
     #: pipelined (stages back to back, the latency a user sees) or isolated (synchronised
     #: around every stage: standalone stage latency, as the paper reports it).
     timing_mode: str = "pipelined"
@@ -61,7 +83,9 @@ class PointConfig:
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
-        key = json.dumps({k: getattr(self, k) for k in POINT_KEYS}, sort_keys=True)
+        knobs = {k: getattr(self, k) for k in POINT_KEYS
+                 if not (k in _LATER_KEYS and getattr(self, k) == _LATER_KEYS[k])}
+        key = json.dumps(knobs, sort_keys=True)
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def label(self) -> str:
@@ -133,6 +157,9 @@ class Record:
     #: from a dedicated back-to-back loop without preprocessing).
     idle_power_w: Optional[float] = None
     energy_loop_s: Optional[float] = None
+    #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
+    #: not part of the point id (see POINT_KEYS), recorded so the table says it.
+    settings: Dict[str, Any] = field(default_factory=dict)
     env: Dict[str, Any] = field(default_factory=dict)
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -192,6 +219,8 @@ class Record:
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
                     "lock_sha256", "stack_sha256"):
             row[f"env_{key}"] = self.env.get(key)
+        for key, value in sorted(self.settings.items()):
+            row[f"setting_{key}"] = value
         row["timestamp"] = self.timestamp
         row["schema_version"] = self.schema_version
         return row

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import logging
 import os
 import time
 import traceback
-from typing import Optional
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from .config import BenchConfig, validate
+from .config import BenchConfig, ConfigError, validate
 from .environment import environment
 from .models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from .models.vlm import dtype_name, resolve_device, resolve_dtype
@@ -31,11 +33,60 @@ log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
 
 
+class DeviceUnavailableError(ConfigError):
+    """The asked-for device does not exist here (``device=cuda`` without a GPU).
+
+    A config error for a single run; inside a grid the point is reported as skipped and not
+    recorded, because another machine sharing the results folder may well have the device.
+    """
+
+
+def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """``(absolute path, fingerprint)`` of a checkpoint, checked before any model is built.
+
+    Checking here (not when the weights are loaded) means a mistyped path costs nothing,
+    not a 7B model built for nothing. The fingerprint hashes the name, size and mtime of
+    each file (cheap even for 15 GB of shards) so a checkpoint rewritten in place is a new
+    point. Raises :class:`ConfigError` naming the path.
+    """
+    if not path:
+        return None, None
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    if p.is_dir():
+        from .models.checkpoint import CheckpointError, _weight_files
+
+        try:
+            files = list(_weight_files(p))
+        except CheckpointError as exc:
+            raise ConfigError(f"checkpoint {path}: {exc}") from None
+        files += [f for f in sorted(p.glob("*.json")) if f not in files]
+    elif p.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+        files = [p]
+    else:
+        raise ConfigError(f"checkpoint {path}: expected a LLaVA-style checkpoint folder or a weights file "
+                          "(.safetensors, .bin)")
+    h = hashlib.sha1()
+    for f in sorted(files):
+        st = f.stat()
+        h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return str(p), h.hexdigest()[:12]
+
+
 def resolve_point(cfg: BenchConfig) -> PointConfig:
-    """The concrete knobs (auto device/dtype/threads resolved) that identify the point."""
-    dev = resolve_device(cfg.device)
+    """The concrete knobs (auto device/dtype/threads resolved) that identify the point.
+
+    Raises :class:`ConfigError` (nothing built yet) for a device torch does not have and a
+    checkpoint that is not there.
+    """
+    try:
+        dev = resolve_device(cfg.device)
+    except ValueError as exc:
+        raise DeviceUnavailableError(str(exc)) from None
     dt = resolve_dtype(cfg.dtype, dev)
     cuda = dev.type == "cuda"
+    ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
     return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=cfg.prompt_tokens, attn_implementation=cfg.attn_implementation,
@@ -43,7 +94,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
                        timing_mode=cfg.timing.mode, tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
-                       channels_last=bool(cfg.channels_last),
+                       channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
+                       checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
                        extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0)
 
@@ -72,6 +124,16 @@ def configure_backends(point: PointConfig) -> None:
         torch.backends.cudnn.benchmark = bool(point.cudnn_benchmark)
 
 
+def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
+    """The knobs that change how thoroughly a point is measured, not what (see POINT_KEYS)."""
+    from dataclasses import asdict
+
+    out = {f"timing_{k}": v for k, v in asdict(cfg.timing).items() if k != "mode"}  # mode is in the id
+    out.update(count_flops=bool(cfg.count_flops), measure_peak=bool(cfg.measure_peak),
+               memory_headroom=cfg.memory_headroom)
+    return out
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -83,7 +145,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     point = point or resolve_point(cfg)
     dev = torch.device(point.device)
     configure_backends(point)
-    rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now())
+    rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now(),
+                 settings=measurement_settings(cfg))
     enc_spec, llm_spec = get_encoder_spec(point.encoder), get_llm_spec(point.llm)
     rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
     try:
@@ -96,7 +159,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     try:
         rec.device_info = device_info(dev)
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
-                              point.attn_implementation, cfg.projector, cfg.checkpoint,
+                              point.attn_implementation, point.projector, point.checkpoint,
                               memory_headroom=cfg.memory_headroom)
         rec.build_s = info.build_s
         rec.params = vlm.parameter_counts()

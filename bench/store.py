@@ -7,16 +7,27 @@ safe. Layout under ``results/<sweep>/``::
     results.csv               consolidated table, one row per record
     results.parquet           the same table for pandas/pyarrow
 
+    records/<point_id>.claim  held while a process measures that point (pid, host, time)
+    records/corrupt/          records that could not be parsed, moved aside (never deleted)
+
 Every file is written to a temporary name in the same folder, flushed, fsynced and renamed
 over the target, so a crash leaves either the old file or the new one, never half of one.
+A write that fails (a full disk) raises :class:`ResultsWriteError` naming the file, and the
+old file stays as it was.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import errno
 import json
+import logging
 import os
+import socket
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
@@ -25,27 +36,115 @@ from .records import STATUS_OK, STATUS_SKIPPED, Record
 TABLE_CSV = "results.csv"
 TABLE_PARQUET = "results.parquet"
 RECORDS_DIR = "records"
+CORRUPT_DIR = "corrupt"
+CLAIM_SUFFIX = ".claim"
+#: A claim from another host cannot be checked for a live process; after this long it is
+#: taken to be left over from a crashed job (no point takes a day to measure).
+CLAIM_STALE_S = 24 * 3600
+
+log = logging.getLogger("fastvlm_bench")
+
+
+class ResultsWriteError(OSError):
+    """A results file could not be written (full disk, read-only folder, ...); names the file."""
+
+    def __str__(self) -> str:  # "cannot write PATH: reason", without OSError's "[Errno N]"
+        return str(self.strerror)
+
+
+class CorruptRecordError(ValueError):
+    """A record file exists but cannot be read as a record; names the file.
+
+    ``unreadable`` is True when the file could not even be opened (permissions): such a
+    file is skipped but never moved, since its bytes may well be a good record."""
+
+    def __init__(self, message: str, unreadable: bool = False):
+        super().__init__(message)
+        self.unreadable = unreadable
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
+
+    ``mkstemp`` creates its file with mode 0600; the file gets ``0666 & ~umask`` instead, as
+    ``open()`` would give it, so colleagues on a shared filesystem can read the results.
+    Any ``OSError`` (ENOSPC, EROFS, EACCES, ...) becomes :class:`ResultsWriteError` naming
+    ``path``; the temporary file is removed and the old ``path`` is left untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, ResultsWriteError):
+            reason = exc.strerror or str(exc)
+            raise ResultsWriteError(exc.errno or errno.EIO, f"cannot write {path}: {reason}") from None
         raise
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_record(path: Union[str, Path]) -> Record:
+    """Parse one record file; any failure is :class:`CorruptRecordError` naming the file."""
+    path = Path(path)
+    try:
+        return Record.from_dict(json.loads(path.read_text()))
+    except OSError as exc:
+        raise CorruptRecordError(f"{path}: unreadable ({exc.strerror or exc})", unreadable=True) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # bad JSON, or JSON that is no record
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CorruptRecordError(f"{path}: not a valid record ({type(exc).__name__}: {first})") from None
+
+
+@dataclass
+class Claim:
+    """Who is measuring a point: written into ``records/<id>.claim`` when the point is claimed."""
+
+    pid: int
+    host: str
+    started: float  # process start time (psutil), to tell a live owner from a reused pid
+    time: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.time}"
+
+
+def _process_start(pid: int) -> Optional[float]:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # no such process, or psutil missing
+        return None
+
+
+def claim_is_stale(claim: Optional[Claim], age_s: float) -> bool:
+    """A claim is stale when its owner is known to be gone: same host and the pid is dead (or
+    now belongs to a process started later), or another host's claim older than CLAIM_STALE_S.
+    An unreadable claim (crash while writing it) is stale once it is a minute old."""
+    if claim is None:
+        return age_s > 60
+    if claim.host == socket.gethostname():
+        started = _process_start(claim.pid)
+        return started is None or abs(started - claim.started) > 1.0
+    return age_s > CLAIM_STALE_S
 
 
 class ResultsStore:
@@ -54,15 +153,23 @@ class ResultsStore:
     def __init__(self, root: Union[str, Path]):
         self.root = Path(root)
         self.records_dir = self.root / RECORDS_DIR
+        #: ``(path, message)`` of each corrupt record met (by the last records() call)
+        self.corrupt: List[Tuple[Path, str]] = []
 
     def record_path(self, point_id: str) -> Path:
         return self.records_dir / f"{point_id}.json"
 
-    def get(self, point_id: str) -> Optional[Record]:
+    def get(self, point_id: str, quarantine: bool = True) -> Optional[Record]:
+        """The point's record, or None. A corrupt record is moved aside (``quarantine``) and
+        reported, and counts as absent, so a resumed sweep re-measures that point."""
         path = self.record_path(point_id)
         if not path.exists():
             return None
-        return Record.from_dict(json.loads(path.read_text()))
+        try:
+            return read_record(path)
+        except CorruptRecordError as exc:
+            self._corrupt(path, exc, quarantine)
+            return None
 
     def is_done(self, point_id: str) -> bool:
         """A point counts as measured when it is ok or skipped (errors are retried on resume)."""
@@ -74,20 +181,123 @@ class ResultsStore:
         atomic_write_text(path, record.to_json())
         return path
 
-    def records(self) -> List[Record]:
+    def _corrupt(self, path: Path, exc: CorruptRecordError, quarantine: bool) -> None:
+        """Report a corrupt record; with ``quarantine`` move it to ``records/corrupt/``.
+
+        Moving it (never deleting it) keeps the bytes for inspection while the next run sees
+        the point as missing and measures it again. Read-only commands (report, compare,
+        gate) only skip it: they must not change a results folder.
+        """
+        msg = str(exc)
+        if quarantine and not exc.unreadable:
+            dest_dir = self.records_dir / CORRUPT_DIR
+            dest = dest_dir / path.name
+            try:
+                dest_dir.mkdir(exist_ok=True)
+                if dest.exists():
+                    dest = dest_dir / f"{path.stem}.{_dt.datetime.now():%Y%m%d-%H%M%S}.{os.getpid()}{path.suffix}"
+                os.replace(path, dest)
+                msg += f"; moved to {dest}"
+            except OSError as move_exc:
+                msg += f"; could not move it aside ({move_exc.strerror or move_exc})"
+        else:
+            msg += "; skipped"
+        self.corrupt.append((path, msg))
+        log.warning("corrupt record %s", msg)
+
+    def records(self, quarantine: bool = False) -> List[Record]:
+        """Every readable record; corrupt ones are reported (and moved aside with
+        ``quarantine``), never allowed to stop the others from being read."""
+        self.corrupt = []
         if not self.records_dir.is_dir():
             return []
         out = []
         for path in sorted(self.records_dir.glob("*.json")):
-            out.append(Record.from_dict(json.loads(path.read_text())))
+            try:
+                out.append(read_record(path))
+            except CorruptRecordError as exc:
+                self._corrupt(path, exc, quarantine)
         return out
 
-    def consolidate(self) -> pd.DataFrame:
-        """Rebuild results.csv and results.parquet from every record file."""
-        df = records_to_frame(self.records())
+    def consolidate(self, quarantine: bool = True) -> pd.DataFrame:
+        """Rebuild results.csv and results.parquet from every good record file (corrupt ones
+        are moved aside and listed in :attr:`corrupt`)."""
+        df = records_to_frame(self.records(quarantine=quarantine))
         atomic_write_text(self.root / TABLE_CSV, df.to_csv(index=False))
         atomic_write_bytes(self.root / TABLE_PARQUET, frame_to_parquet_bytes(df))
         return df
+
+    # ---- claims: one process measures a point at a time ---------------------------------
+    def claim_path(self, point_id: str) -> Path:
+        return self.records_dir / f"{point_id}{CLAIM_SUFFIX}"
+
+    def read_claim(self, point_id: str) -> Optional[Claim]:
+        try:
+            return Claim(**json.loads(self.claim_path(point_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def claim(self, point_id: str) -> Tuple[bool, Optional[Claim]]:
+        """Claim ``point_id`` for this process; returns ``(True, None)`` or ``(False, owner)``.
+
+        The claim file is created with O_CREAT|O_EXCL, which is atomic on local filesystems
+        and NFSv3+, so of two sweeps sharing a folder (or Slurm jobs of two arrays) exactly one
+        measures the point; the other skips it instead of timing it on a machine the first
+        one is loading. A stale claim (see :func:`claim_is_stale`) is taken over: it is
+        renamed away first, so of two processes that both find it stale only one wins.
+        """
+        path = self.claim_path(point_id)
+        me = Claim(pid=os.getpid(), host=socket.gethostname(), started=_process_start(os.getpid()) or 0.0,
+                   time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        for _ in range(3):
+            try:
+                self.records_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                owner = self.read_claim(point_id)
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if not claim_is_stale(owner, age):
+                    return False, owner
+                aside = path.with_name(f"{path.name}.stale.{os.getpid()}")
+                try:
+                    os.rename(path, aside)
+                except FileNotFoundError:
+                    continue  # another process took it over first
+                log.warning("took over a stale claim on %s (%s)", point_id,
+                            owner.describe() if owner else "unreadable claim file")
+                try:
+                    os.unlink(aside)
+                except OSError:
+                    pass
+                continue
+            except OSError as exc:
+                raise ResultsWriteError(exc.errno or errno.EIO,
+                                        f"cannot write {path}: {exc.strerror or exc}") from None
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(me.__dict__, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                self.release(point_id)
+                raise ResultsWriteError(exc.errno or errno.EIO,
+                                        f"cannot write {path}: {exc.strerror or exc}") from None
+            return True, None
+        return False, self.read_claim(point_id)
+
+    def release(self, point_id: str) -> None:
+        """Drop this process's claim (only its own: a taken-over claim is left alone)."""
+        path = self.claim_path(point_id)
+        owner = self.read_claim(point_id)
+        if owner is not None and (owner.pid != os.getpid() or owner.host != socket.gethostname()):
+            return
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
@@ -118,9 +328,9 @@ def load_table(path: Union[str, Path]) -> pd.DataFrame:
         raise FileNotFoundError(f"no results at {path}")
     if path.is_dir():
         if (path / RECORDS_DIR).is_dir() and any((path / RECORDS_DIR).glob("*.json")):
-            return records_to_frame(ResultsStore(path).records())
+            return records_to_frame(ResultsStore(path).records(quarantine=False))
         if path.name == RECORDS_DIR and any(path.glob("*.json")):
-            return records_to_frame(ResultsStore(path.parent).records())
+            return records_to_frame(ResultsStore(path.parent).records(quarantine=False))
         for name in (TABLE_PARQUET, TABLE_CSV):
             if (path / name).exists():
                 return load_table(path / name)
@@ -130,5 +340,8 @@ def load_table(path: Union[str, Path]) -> pd.DataFrame:
     if path.suffix == ".csv":
         return pd.read_csv(path)
     if path.suffix == ".json":
-        return records_to_frame([Record.from_dict(json.loads(path.read_text()))])
+        try:
+            return records_to_frame([read_record(path)])
+        except CorruptRecordError as exc:
+            raise ValueError(str(exc)) from None
     raise ValueError(f"{path}: expected a results folder, .csv, .parquet or record .json")

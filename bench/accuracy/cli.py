@@ -102,10 +102,13 @@ def _import(args: argparse.Namespace) -> int:
             return 2
     else:
         merged = rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    merged.to_csv(tmp, index=False)
-    tmp.replace(out)
+    from ..store import ResultsWriteError, atomic_write_text
+
+    try:
+        atomic_write_text(out, merged.to_csv(index=False))
+    except ResultsWriteError as exc:
+        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
+        return 1
     print(f"{len(rows)} row(s) from {len(report.files_read)} file(s) -> {out} ({len(merged)} rows in all)")
     return 0
 

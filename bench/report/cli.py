@@ -34,14 +34,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else None  # render_report: reports/<sweep name>
     benchmarks = tuple(b.strip().lower() for b in args.benchmarks.split(",") if b.strip())
     if not benchmarks:
-        print("error: --benchmarks is empty", file=sys.stderr)
+        print("fastvlm-bench report: error: --benchmarks is empty", file=sys.stderr)
         return 2
     try:
         index = render_report(results, out, accuracy_files=args.accuracy, benchmarks=benchmarks, x=args.x,
                               include_paper=not args.no_paper)
     except (FileNotFoundError, AccuracyFormatError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"fastvlm-bench report: error: {exc}", file=sys.stderr)
         return 2
+    except KeyError as exc:  # a column the checks did not foresee: still one line, naming the input
+        print(f"fastvlm-bench report: error: {results}: missing column {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fastvlm-bench report: error: cannot write the report: {exc.strerror or exc}"
+              + (f" ({exc.filename})" if exc.filename else ""), file=sys.stderr)
+        return 1
     print(f"report written: {index}")
     print(f"markdown: {index.parent / 'report.md'}")
     return 0

@@ -121,7 +121,46 @@ def sweep_name(results_dir: PathLike) -> str:
     return p.name
 
 
+#: Columns a results table needs for a report (ok rows are drawn from these).
+REQUIRED_COLUMNS = ("encoder", "resolution", "llm", "status", "visual_tokens", "vision_latency_ms",
+                    "projector_ms", "prefill_ms", "ttft_ms")
+
+
 def render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
+                  accuracy_files: Sequence[PathLike] = (), benchmarks: Sequence[str] = AVG5,
+                  x: str = "ttft_ms", include_paper: bool = True) -> Path:
+    """Render the report of one sweep folder; return the path of ``index.html``.
+
+    The table is checked first (a missing column is a ``ValueError`` naming the table and
+    the columns), then the report is rendered into a hidden sibling folder and swapped in
+    at the end, so a failure half-way never leaves a partial ``figures/`` folder or mixes a
+    new figure with an old ``index.html``.
+    """
+    import os
+    import shutil
+
+    results_dir = Path(results_dir)
+    final = Path(out_dir) if out_dir is not None else Path("reports") / sweep_name(results_dir)
+    df = load_table(results_dir)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing and len(df):
+        raise ValueError(f"{results_dir}: not a fastvlm-bench results table, missing column(s) {', '.join(missing)}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        _render_report(results_dir, stage, accuracy_files, benchmarks, x, include_paper)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return final / "index.html"
+
+
+def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                   accuracy_files: Sequence[PathLike] = (), benchmarks: Sequence[str] = AVG5,
                   x: str = "ttft_ms", include_paper: bool = True) -> Path:
     """Render the report of one sweep folder; return the path of ``index.html``.
