@@ -22,7 +22,7 @@ import pytest
 from bench.records import POINT_KEYS, PointConfig
 from conftest import ROOT, run_cli
 
-FAST = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing.warmup=0", "timing.min_repeats=1",
+FAST = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick",
         "count_flops=false", "measure_peak=false", "resolution=64"]
 
 
@@ -125,7 +125,7 @@ def _case_args(case: str, res: Path, cwd: Path):
     if case == "compare_bad_threshold":
         return ["compare", str(good), str(good), "--threshold", "abc"], 2, ["--threshold"]
     if case == "accuracy_import_nothing_readable":
-        return ["accuracy", "import", str(cwd / "nope"), "--out", str(cwd / "acc.csv")], 1, ["no lmms-eval results"]
+        return ["accuracy", "import", str(cwd / "nope"), "--out", str(cwd / "acc.csv")], 1, ["nope: no such file or folder"]
     if case == "gate_key_typo":
         return ["gate", str(good), "--config", str(_gate_config(cwd / "g.yaml", "s"))], 2, \
             ["matched_resolutions", "valid:", "matched_resolution"]
@@ -206,7 +206,10 @@ def test_checkpoint_identity_changes_with_path_and_content(tmp_path):
     c = PointConfig("tiny_vit", 64, "qwen2_tiny", "fp32", "cpu", projector="linear")
     assert len({a.point_id(), b.point_id(), c.point_id()}) == 3
     # points measured before these keys existed keep their ids (resume survives the upgrade)
-    old_keys = [k for k in POINT_KEYS if k not in ("projector", "checkpoint", "checkpoint_fingerprint")]
+    from bench.records import _LATER_KEYS
+
+    assert {"projector", "checkpoint", "checkpoint_fingerprint"} <= set(_LATER_KEYS)
+    old_keys = [k for k in POINT_KEYS if k not in _LATER_KEYS]
     old = hashlib.sha1(json.dumps({k: getattr(a, k) for k in old_keys}, sort_keys=True).encode()).hexdigest()[:12]
     assert a.point_id() == old
 
@@ -267,7 +270,7 @@ def test_a_live_claim_is_respected_and_a_stale_one_taken_over(work):
 def test_two_concurrent_sweeps_measure_each_point_once(tmp_path):
     res = tmp_path / "results"
     args = ["-m", *FAST, "name=both", f"results_dir={res}", "encoder=tiny_vit,tiny_convnext",
-            "resolution=32,64", "timing.min_seconds=0.5"]
+            "resolution=32,64", "timing.min_seconds=0.5", "timing.max_repeats=1000"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
