@@ -1,6 +1,7 @@
 """Where the numbers were measured: library versions, git commit, host, threads."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -40,4 +41,22 @@ def environment() -> Dict[str, Any]:
         "fastvlm_bench": _version("fastvlm-bench"), "python": platform.python_version(),
         "git_commit": git_commit(), "host": socket.gethostname(), "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda,
+        **slurm_environment(),
     }
+
+
+#: Slurm's job variables -> record env fields (null outside Slurm). An array task has its own
+#: job id (``SLURM_JOB_ID``) and the array's id plus its index; ``slurm_restart_count`` > 0
+#: after a requeue.
+SLURM_VARS = {
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "slurm_node": "SLURMD_NODENAME",
+    "slurm_restart_count": "SLURM_RESTART_COUNT",
+}
+
+
+def slurm_environment() -> Dict[str, Any]:
+    """Which Slurm job, array task and node measured the point (all None outside Slurm)."""
+    return {key: os.environ.get(var) or None for key, var in SLURM_VARS.items()}

@@ -151,6 +151,8 @@ class Record:
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads"):
             row[f"env_{key}"] = self.env.get(key)
+        for key in ("slurm_job_id", "slurm_array_job_id", "slurm_array_task_id", "slurm_node"):
+            row[key] = self.env.get(key)  # where a Slurm job measured the point; null elsewhere
         row["timestamp"] = self.timestamp
         row["schema_version"] = self.schema_version
         return row
