@@ -6,9 +6,14 @@ through any launcher plugin (``hydra/launcher=submitit_local`` / ``submitit_slur
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -60,7 +65,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     the same folder skips a point another live process is measuring, rather than timing it
     at the same time on a shared machine and overwriting the first one's record.
     """
-    from .scenario import DeviceUnavailableError, measure_point, resolve_point
+    from .scenario import DeviceUnavailableError, PointInterrupted, measure_point, resolve_point
 
     validate(cfg)
     check_results_dir(cfg)
@@ -88,7 +93,13 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
             rec = store.get(pid)
             log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
             return {"point_id": pid, "status": rec.status, "resumed": True}
-        rec = measure_point(cfg, point)
+        try:
+            with _interrupt_on_sigterm():
+                rec = measure_point(cfg, point)
+        except PointInterrupted as exc:
+            _record_interruption(cfg, point, store, exc)
+            raise
+        _test_write_barrier()
         path = store.put(rec)
     finally:
         store.release(pid)
@@ -136,6 +147,64 @@ def fail(message: str, code: int) -> None:
     """The one-line error of every sweep failure: ``fastvlm-bench: error: ...``, exit ``code``."""
     print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """While measuring, SIGTERM raises ``PointInterrupted`` (the previous handler is restored).
+
+    submitit installs a handler that only logs SIGTERM (Slurm then kills the job after
+    KillWait, possibly mid-point); ours ends the point cleanly instead. Writing the record
+    after the measurement runs under the previous handler: the atomic write finishes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    from .scenario import PointInterrupted
+
+    def handler(signum, frame):
+        raise PointInterrupted(f"interrupted by {signal.Signals(signum).name} while measuring "
+                               "(preempted, cancelled or requeued); re-measured on the next run")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_interruption(cfg: BenchConfig, point, store: ResultsStore, exc: Exception) -> None:
+    """An ``error`` record saying the point was interrupted, unless a finished record exists."""
+    from .environment import environment
+    from .records import STATUS_ERROR, Record
+    from .scenario import _now
+
+    log.warning("%s: %s", point.label(), exc)
+    if store.is_done(point.point_id()):  # force=true re-measure: keep the finished record
+        return
+    rec = Record(sweep=cfg.name, config=point, status=STATUS_ERROR, message=str(exc), env=environment(),
+                 timestamp=_now())
+    store.put(rec)
+
+
+#: Test-only knob: ``DIR:N`` makes each point, just before it writes its record, touch a file in
+#: DIR and wait until N points have arrived, so that N processes write at the same moment.
+TEST_WRITE_BARRIER_ENV = "FASTVLM_BENCH_TEST_WRITE_BARRIER"
+
+
+def _test_write_barrier(timeout_s: float = 300.0) -> None:
+    spec = os.environ.get(TEST_WRITE_BARRIER_ENV)
+    if not spec:
+        return
+    folder, n = spec.rsplit(":", 1)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{socket.gethostname()}-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(folder).iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{TEST_WRITE_BARRIER_ENV}: fewer than {n} points arrived in {timeout_s:.0f} s")
+        time.sleep(0.01)
 
 
 @hydra.main(version_base="1.3", config_path=SWEEPS_DIR, config_name="config")

@@ -10,6 +10,7 @@ packages, so that ``compare`` can tell two stacks apart even when neither matche
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import re
 import socket
@@ -127,4 +128,22 @@ def environment() -> Dict[str, Any]:
         "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda,
         "lock": stack["lock"], "lock_sha256": stack["lock_sha256"], "lock_drift": stack["lock_drift"],
         "stack_sha256": stack["stack_sha256"],
+        **slurm_environment(),
     }
+
+
+#: Slurm's job variables -> record env fields (null outside Slurm). An array task has its own
+#: job id (``SLURM_JOB_ID``) and the array's id plus its index; ``slurm_restart_count`` > 0
+#: after a requeue.
+SLURM_VARS = {
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "slurm_node": "SLURMD_NODENAME",
+    "slurm_restart_count": "SLURM_RESTART_COUNT",
+}
+
+
+def slurm_environment() -> Dict[str, Any]:
+    """Which Slurm job, array task and node measured the point (all None outside Slurm)."""
+    return {key: os.environ.get(var) or None for key, var in SLURM_VARS.items()}

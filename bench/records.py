@@ -221,6 +221,8 @@ class Record:
             row[f"env_{key}"] = self.env.get(key)
         for key, value in sorted(self.settings.items()):
             row[f"setting_{key}"] = value
+        for key in ("slurm_job_id", "slurm_array_job_id", "slurm_array_task_id", "slurm_node"):
+            row[key] = self.env.get(key)  # where a Slurm job measured the point; null elsewhere
         row["timestamp"] = self.timestamp
         row["schema_version"] = self.schema_version
         return row

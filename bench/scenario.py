@@ -74,6 +74,15 @@ def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[st
     return str(p), h.hexdigest()[:12]
 
 
+class PointInterrupted(Exception):
+    """SIGTERM arrived while a point was being measured (Slurm preemption, scancel, requeue).
+
+    Raised by the handler :func:`bench.app.run_point` installs, so the point stops at once and
+    no ``ok`` record is written. An Exception (not a BaseException) so that submitit still
+    writes its result file and the sweep's driver learns that the job ended.
+    """
+
+
 def resolve_point(cfg: BenchConfig) -> PointConfig:
     """The concrete knobs (auto device/dtype/threads resolved) that identify the point.
 
@@ -172,6 +181,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
+        if isinstance(exc, PointInterrupted):  # SIGTERM (bench.app.run_point): the point ends here
+            raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
         log.debug("point failed:\n%s", traceback.format_exc())

@@ -78,3 +78,111 @@ def test_load_table_errors(tmp_path):
     bad.write_text("hi")
     with pytest.raises(ValueError, match="expected a results folder"):
         load_table(bad)
+
+
+def _check_store_after_kill(root, finished_before):
+    """Every record parses, each table file is one whole consolidation, no finished record lost."""
+    recs = {}
+    for path in (root / "records").glob("*.json"):
+        rec = Record.from_dict(json.loads(path.read_text()))  # a torn file would fail here
+        recs[rec.point_id] = (rec.status, path.read_text())
+    for pid, text in finished_before.items():
+        assert pid in recs and recs[pid][1] == text, f"finished record {pid} lost or changed"
+    for name, read in (("results.csv", pd.read_csv), ("results.parquet", pd.read_parquet)):
+        if (root / name).exists():
+            df = read(root / name)  # parses whole: old or new table, never a mix
+            assert set(df.point_id) <= set(recs) and df.point_id.is_unique
+            assert len(df.columns) > 50 and not df.status.isna().any()
+    return {pid: text for pid, (status, text) in recs.items() if status == "ok"}
+
+
+def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
+    """SIGKILL a running local sweep 20+ times at seeded random moments; resume after each kill."""
+    import random
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, TINY
+
+    rng = random.Random(10)
+    res = ",".join(str(16 * k) for k in range(2, 26))  # 24 tiny points, milliseconds each
+    args = [sys.executable, "-m", "bench", "-m", *TINY, "name=k9", f"results_dir={tmp_path}", "encoder=tiny_vit",
+            f"resolution={res}", "timing.min_repeats=1", "count_flops=false", "measure_peak=false", "threads=1"]
+    root = tmp_path / "k9"
+    finished, kills, hits, t0 = {}, 0, 0, time.monotonic()
+
+    def n_records():
+        return len(list((root / "records").glob("*.json"))) if (root / "records").is_dir() else 0
+
+    startup = None  # seconds from launch to the first record, measured by the first run
+    while kills < 20 and time.monotonic() - t0 < 150:
+        n0 = n_records()
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if startup is None:
+            t_launch = time.monotonic()
+            while n_records() == n0 and proc.poll() is None and time.monotonic() - t_launch < 120:
+                time.sleep(0.005)
+            startup = time.monotonic() - t_launch
+            time.sleep(rng.uniform(0, 0.5))
+        else:  # around the end of start-up and into the first points (a point + table every ~0.5-1.5 s)
+            time.sleep(rng.uniform(0.8 * startup, startup + 2.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            hits += n_records() > n0  # this process had written records when it died
+        proc.wait()
+        finished = _check_store_after_kill(root, finished)
+        if len(finished) == 24:  # all measured: start over so that the kills keep hitting writes
+            shutil.rmtree(root)
+            finished = {}
+    assert kills >= 20, f"only {kills} kills in {time.monotonic() - t0:.0f} s"
+    assert hits >= 5, f"only {hits} of {kills} kills hit a sweep that was writing records"
+    print(f"kill -9: {kills} kills ({hits} after records were written; start-up {startup:.1f} s) in "
+          f"{time.monotonic() - t0:.1f} s, "
+          "no finished record lost")
+
+
+def test_full_disk_while_writing_a_record_keeps_the_old_table(tmp_path):
+    """A results folder on a full filesystem (a small tmpfs; root only): a clear error, and the
+    old record and table stay intact, with no temporary file left."""
+    import errno
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        root = mnt / "t"
+        store = ResultsStore(root)
+        old = _record(256)
+        store.put(old)
+        store.consolidate()
+        csv_before, pq_before = (root / "results.csv").read_bytes(), (root / "results.parquet").read_bytes()
+        big = _record(336)
+        big.stages["ttft"] = StageStats(median=1, mean=1, p10=1, p90=1, iqr=0, std=0, n=40000,
+                                        samples=[1.0 + i * 1e-7 for i in range(40000)])  # ~1 MB of JSON
+        with pytest.raises(OSError) as exc:
+            store.put(big)
+        assert exc.value.errno == errno.ENOSPC and "No space left on device" in str(exc.value)
+        assert [q.name for q in (root / "records").iterdir()] == [f"{old.point_id}.json"]
+        with pytest.raises(OSError):  # fill what is left
+            with open(mnt / "fill", "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        with pytest.raises(OSError) as exc:
+            store.consolidate()
+        assert exc.value.errno == errno.ENOSPC
+        assert (root / "results.csv").read_bytes() == csv_before  # the old table, whole
+        assert (root / "results.parquet").read_bytes() == pq_before
+        assert ResultsStore(root).get(old.point_id).to_json() == old.to_json()
+        assert not list(mnt.rglob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
