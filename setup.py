@@ -3,7 +3,7 @@
 Everything else is in pyproject.toml. The repository keeps one copy of each folder at its top
 (the layout the project is designed around); a built wheel carries them as
 ``bench/_bundled/{sweeps,constraints}`` so that a non-editable install, run from any folder,
-has its Hydra config tree and its lock (see bench/resources.py).
+has its Hydra config tree and its lock (see ``resource_dir`` in bench/config.py).
 """
 import shutil
 from pathlib import Path

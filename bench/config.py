@@ -2,10 +2,14 @@
 
 The YAML tree in ``sweeps/`` composes on top of :class:`BenchConfig`; a key that is not here
 is rejected by Hydra, and values are checked by :func:`validate` before anything is built.
+
+This module is the spine every stage may import: the typed configs, the user-input error
+class (:class:`InputError`) and where the package's own files are (:func:`sweeps_dir`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -24,7 +28,7 @@ class LLMConf:
 
 @dataclass
 class TimingConf:
-    """The timer's stopping rule (``timing.*``); see :mod:`bench.timing.timer` for the method.
+    """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
     Defaults aim at a median TTFT known to +-2 % (95 % interval) on a quiet machine, with
     floors after MLPerf LoadGen (a minimum count and duration) and a per-point budget so that
@@ -111,7 +115,13 @@ VALID_DTYPES = ("auto", "fp32", "bf16", "fp16")
 VALID_ATTN = ("sdpa", "eager")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user: a one-line message, exit status 2 (``fastvlm-bench <command>:
+    error: <message>``). Every command's user errors derive from it, so the CLI reports them
+    all the same way."""
+
+
+class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
@@ -149,7 +159,66 @@ def validate(cfg: BenchConfig) -> None:
 
 
 def register_configs() -> None:
+    """Put the structured configs into Hydra's ConfigStore; called by :func:`bench.app.main`.
+
+    The ``encoder`` and ``llm`` groups come from the model registries (as optimum-benchmark
+    does for its backends): every registered name is an option, so adding a model is one
+    Python entry and no YAML file. Models registered before this call are included.
+    """
+    from .models import ENCODERS, LLMS
+
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BenchConfig)
+    for name in ENCODERS.names():
+        cs.store(group="encoder", name=name, node=EncoderConf(name=name))
+    for name in LLMS.names():
+        cs.store(group="llm", name=name, node=LLMConf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
+
+
+# ---- where the package's files are ---------------------------------------------------------
+#
+# Where the package finds the files it ships beside its code: the Hydra config tree and the lock.
+#
+# ``sweeps/`` (the user-facing, editable config tree) and ``constraints/`` (the lock files) live at
+# the top of the repository, as the layout requires. A source checkout or an editable install reads
+# them there, so an edit to ``sweeps/`` takes effect at once. A wheel (``pip install .``) cannot
+# reach the repository, so ``setup.py`` copies both folders into ``bench/_bundled/`` at build time
+# and the installed package reads that copy. There is exactly one source of truth in git; the
+# bundled copy exists only inside built wheels.
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_DIR = PACKAGE_DIR / "_bundled"
+
+
+def _checkout_root() -> Path | None:
+    """The repository root when this package is imported from a source checkout, else None."""
+    root = PACKAGE_DIR.parent
+    pyproject = root / "pyproject.toml"
+    if (root / "sweeps" / "config.yaml").is_file() and pyproject.is_file() \
+            and 'name = "fastvlm-bench"' in pyproject.read_text(errors="replace"):
+        return root
+    return None
+
+
+def resource_dir(name: str) -> Path:
+    """``sweeps`` or ``constraints``: the checkout's folder, else the copy bundled in the wheel."""
+    root = _checkout_root()
+    if root is not None:
+        return root / name
+    bundled = BUNDLED_DIR / name
+    if bundled.is_dir():
+        return bundled
+    raise FileNotFoundError(f"fastvlm-bench: no {name}/ folder: neither a source checkout at {PACKAGE_DIR.parent} "
+                            f"nor a bundled copy at {bundled} (reinstall the package)")
+
+
+def sweeps_dir() -> Path:
+    """The Hydra config tree (``sweeps/``)."""
+    return resource_dir("sweeps")
+
+
+def constraints_dir() -> Path:
+    """The lock files (``constraints/lock.txt``, ``constraints/lock-base.txt``)."""
+    return resource_dir("constraints")

@@ -20,7 +20,7 @@ fastvlm-bench sweep=none encoder=siglip_so400m resolution=384 "${common[@]}" 2>&
 fastvlm-bench report "$OUT/results/gpu_paper" --out "$OUT/reports/gpu_paper"
 python - "$OUT" <<'PY'
 import sys
-from bench.store import load_table
+from bench.results.store import load_table
 out = sys.argv[1]
 df = load_table(f"{out}/results/gpu_paper")
 cols = ["encoder", "resolution", "llm", "visual_tokens", "vision_latency_ms", "prefill_ms", "ttft_ms",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv):
-    from bench.store import load_table
+    from bench.results.store import load_table
 
     out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
     args = [sys.executable, "-m", "bench", *argv, f"results_dir={out_dir}", "report=false", "force=true"]

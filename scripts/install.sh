@@ -128,7 +128,7 @@ with warnings.catch_warnings():
 import sympy
 assert sympy.simplify(val - sympy.Rational(3, 2)) == 0, val
 print("[install] latex2sympy2 parses under antlr 4.9.3 (%s)" % val)
-from bench.environment import stack_info
+from bench.measure.environment import stack_info
 info = stack_info()
 assert info["lock"] == "lock.txt", info
 print("[install] records will say lock=%s lock_sha256=%s" % (info["lock"], info["lock_sha256"]))

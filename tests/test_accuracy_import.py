@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import pytest
 
-from bench.accuracy.cli import main as accuracy_main
+from bench.cli import main as cli_main
 from bench.accuracy.lmms_import import import_results, primary_metric
-from bench.accuracy_table import read_accuracy
+from bench.accuracy.schema import read_accuracy
 
 
 def _task(metrics: dict, alias: str) -> dict:
@@ -89,11 +89,11 @@ def test_unreadable_files_reported_and_cli_exit_codes(tmp_path, capsys):
                   {"gqa": {"exact_match": 0.62}}, date="20261125_070000")
     out = tmp_path / "acc.csv"
     # a path that holds no results at all (what a failed lmms-eval run leaves) fails the import
-    rc = accuracy_main(["import", str(tmp_path / "runs"), str(tmp_path / "missing"), "--out", str(out)])
+    rc = cli_main(["accuracy", "import", str(tmp_path / "runs"), str(tmp_path / "missing"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 1
     assert f"error: {tmp_path / 'missing'}: no such file or folder" in err and not out.exists()
-    rc = accuracy_main(["import", str(tmp_path / "runs"), "--out", str(out)])
+    rc = cli_main(["accuracy", "import", str(tmp_path / "runs"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0
     assert "20260101_000000_results.json: not valid JSON" in err
@@ -102,7 +102,7 @@ def test_unreadable_files_reported_and_cli_exit_codes(tmp_path, capsys):
     df = read_accuracy(out)
     assert len(df) == 1 and df.loc[0, "origin"] == str(good)
 
-    rc = accuracy_main(["import", str(tmp_path / "runs" / "20260101_000000_results.json"), "--out", str(out)])
+    rc = cli_main(["accuracy", "import", str(tmp_path / "runs" / "20260101_000000_results.json"), "--out", str(out)])
     assert rc == 1
     assert "no lmms-eval results could be read" in capsys.readouterr().err
 
@@ -131,7 +131,7 @@ def test_mapping_file_keys_other_models(tmp_path, fmt, capsys):
         dict(encoder="vit_l14", resolution=336, llm="vicuna_7b", benchmark="gqa", metric="paper",
              accuracy=62.0, source="paper-reported", origin="paper"),
     ]).to_csv(out, index=False)
-    assert accuracy_main(["import", str(tmp_path), "--mapping", str(mapping), "--out", str(out)]) == 0
+    assert cli_main(["accuracy", "import", str(tmp_path), "--mapping", str(mapping), "--out", str(out)]) == 0
     df = read_accuracy(out)
     rows = {(r.encoder, r.resolution, r.llm, r.benchmark, r.source): r.accuracy for r in df.itertuples()}
     assert rows == {("vit_l14", 336, "vicuna_7b", "gqa", "lmms-eval"): pytest.approx(62.0),
@@ -148,5 +148,5 @@ def test_newest_run_wins_and_bad_mapping(tmp_path, capsys):
     assert len(rep.notes) == 1 and "superseded" in rep.notes[0]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- encoder: x\n  resolution: 1\n  llm: y\n")
-    assert accuracy_main(["import", str(tmp_path), "--mapping", str(bad), "--dry-run"]) == 2
+    assert cli_main(["accuracy", "import", str(tmp_path), "--mapping", str(bad), "--dry-run"]) == 2
     assert "no match field" in capsys.readouterr().err

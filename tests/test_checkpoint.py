@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from bench.models.checkpoint import (CheckpointError, LLAVA_PROJECTOR, LLAVA_TOWER, SAFE_INDEX, load_checkpoint, load_tokenizer,
-                                     read_state_dict, save_checkpoint, word_level_tokenizer)
+from bench.models.checkpoint import (CheckpointError, LLAVA_PROJECTOR, LLAVA_TOWER, SAFE_INDEX, load_tokenizer,
+                                     read_state_dict)
+from helpers_checkpoint import save_checkpoint, word_level_tokenizer
 from bench.models.vlm import build_vlm
 
 WORDS = "what color is the picture red blue green yes no answer using a single word".split()

@@ -6,7 +6,7 @@ import torch
 
 from bench.models import build_vlm
 from bench.config import TimingConf
-from bench.timing import StageTimer
+from bench.measure.timer import StageTimer
 
 pytestmark = pytest.mark.cuda
 
@@ -45,7 +45,7 @@ def test_events_on_the_target_device_not_the_current_one():
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_point_end_to_end_on_gpu(dtype, tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.scenario import measure_point
+    from bench.measure.scenario import measure_point
 
     cfg = BenchConfig(name="cuda", encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), resolution=1024,
                       device="cuda", dtype=dtype, timing=TimingConf(warmup=2, min_repeats=6, max_seconds=10),
@@ -80,7 +80,7 @@ def test_7b_materialises_on_gpu_in_seconds_without_cpu_copy():
 
 def test_compile_time_recorded_apart(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.scenario import measure_point
+    from bench.measure.scenario import measure_point
 
     cfg = BenchConfig(name="cuda", encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), resolution=512,
                       device="cuda", dtype="bf16", compile=True, timing=TimingConf(warmup=2, min_repeats=6, max_seconds=10),

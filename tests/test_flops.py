@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from bench.models.vlm import build_vlm
-from bench.timing.flops import count_flops
+from bench.measure.flops import count_flops
 
 
 def _vlm(encoder, llm, res):

@@ -16,12 +16,11 @@ import os
 import site
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
-from bench.environment import canonical_name, lock_drift, read_lock, stack_info
+from bench.measure.environment import canonical_name, lock_drift, read_lock, stack_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +66,7 @@ def test_wheel_bundles_config_tree_and_lock(wheel_env):
                      "bench/_bundled/sweeps/gate/ci_baseline.yaml", "bench/_bundled/constraints/lock.txt",
                      "bench/_bundled/constraints/lock-base.txt", "bench/data/reference/fastvlm_paper_vlm.csv"):
         assert required in names, f"{required} missing from {wheel_env['wheel'].name}"
-    where = _run([str(wheel_env["py"]), "-c", "import bench, bench.resources as r; print(bench.__file__); "
+    where = _run([str(wheel_env["py"]), "-c", "import bench, bench.config as r; print(bench.__file__); "
                   "print(r.sweeps_dir())"], cwd=wheel_env["work"], env=wheel_env["env"]).stdout.split()
     assert Path(where[0]).is_relative_to(wheel_env["purelib"]), f"bench imported from {where[0]}, not the wheel"
     assert Path(where[1]) == wheel_env["purelib"] / "bench" / "_bundled" / "sweeps"

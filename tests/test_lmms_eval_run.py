@@ -45,7 +45,7 @@ def test_lmms_eval_installed_with_hydra_antlr():
         "antlr4-python3-runtime must stay 4.9.x for hydra-core; run scripts/install.sh"
     assert "fastvlm_bench" in list_available_models(), (
         "lmms-eval does not see the fastvlm_bench plugin: the entry point in group 'lmms_eval.models' must be "
-        "'bench.lmms_plugin:lmms_eval_manifest' (lmms-eval calls a callable payload), then reinstall the project")
+        "'bench.accuracy.lmms_plugin:lmms_eval_manifest' (lmms-eval calls a callable payload), then reinstall the project")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ metadata:
 def _make_checkpoint(path: Path) -> None:
     import torch
 
-    from bench.models.checkpoint import save_checkpoint, word_level_tokenizer
+    from helpers_checkpoint import save_checkpoint, word_level_tokenizer
     from bench.models.vlm import build_vlm
 
     vlm, _ = build_vlm("tiny_vit", "qwen2_tiny", 64, device="cpu", dtype="fp32")
@@ -137,8 +137,8 @@ def _make_checkpoint(path: Path) -> None:
 
 
 def test_real_lmms_eval_run_import_and_join(tmp_path, sweep_results):
-    from bench.accuracy_table import read_accuracy
-    from bench.join import join_efficiency_accuracy
+    from bench.accuracy.schema import read_accuracy
+    from bench.analysis.join import join_efficiency_accuracy
 
     tasks = _make_task(tmp_path)
     ckpt = tmp_path / "ckpt"

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.accuracy_table import ACCURACY_COLUMNS, AccuracyFormatError, read_accuracy
-from bench.join import join_efficiency_accuracy
-from bench.pareto import AVG5, avg_accuracy, pareto_front
-from bench.reference import (paper_accuracy_long, paper_encoder_table, paper_points, paper_vlm_points,
+from bench.accuracy.schema import ACCURACY_COLUMNS, AccuracyFormatError, read_accuracy
+from bench.analysis.join import join_efficiency_accuracy
+from bench.analysis.pareto import AVG5, avg_accuracy, pareto_front
+from bench.analysis.reference import (paper_accuracy_long, paper_encoder_table, paper_points, paper_vlm_points,
                              paper_vlm_table)
 
 

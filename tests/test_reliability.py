@@ -12,15 +12,14 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
-from bench.records import POINT_KEYS, PointConfig
-from conftest import ROOT, run_cli
+from bench.results.records import POINT_KEYS, PointConfig
+from conftest import run_cli
 
 FAST = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick",
         "count_flops=false", "measure_peak=false", "resolution=64"]
@@ -192,7 +191,7 @@ def test_projector_and_checkpoint_are_part_of_the_point_id(work):
 
 
 def test_checkpoint_identity_changes_with_path_and_content(tmp_path):
-    from bench.scenario import checkpoint_identity
+    from bench.measure.scenario import checkpoint_identity
 
     ck = tmp_path / "ck"
     ck.mkdir()
@@ -206,7 +205,7 @@ def test_checkpoint_identity_changes_with_path_and_content(tmp_path):
     c = PointConfig("tiny_vit", 64, "qwen2_tiny", "fp32", "cpu", projector="linear")
     assert len({a.point_id(), b.point_id(), c.point_id()}) == 3
     # points measured before these keys existed keep their ids (resume survives the upgrade)
-    from bench.records import _LATER_KEYS
+    from bench.results.records import _LATER_KEYS
 
     assert {"projector", "checkpoint", "checkpoint_fingerprint"} <= set(_LATER_KEYS)
     old_keys = [k for k in POINT_KEYS if k not in _LATER_KEYS]
@@ -245,7 +244,7 @@ def test_a_live_claim_is_respected_and_a_stale_one_taken_over(work):
     res, cwd = work
     args = [*FAST, "name=c", f"results_dir={res}", "encoder=tiny_vit"]
     from bench.config import BenchConfig, EncoderConf, LLMConf
-    from bench.scenario import resolve_point
+    from bench.measure.scenario import resolve_point
 
     point = resolve_point(BenchConfig(encoder=EncoderConf("tiny_vit"), llm=LLMConf("qwen2_tiny"), resolution=64,
                                       device="cpu", dtype="auto"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record, StageStats
-from bench.store import ResultsStore
+from bench.results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record, StageStats
+from bench.results.store import ResultsStore
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -177,7 +177,10 @@ def test_tables_keep_paper_apart(rendered):
 
 
 def test_report_without_accuracy_and_cli(tmp_path, monkeypatch):
-    from bench.report.cli import main
+    from bench.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["report", *argv])
 
     sweep = make_sweep(tmp_path, "noacc")
     out = tmp_path / "out"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import Record
+from bench.results.records import Record
 from conftest import ROOT, TINY, run_cli
 
 LOCAL_SLURM_CONF = Path(os.environ.get("FASTVLM_SLURM_DIR", "/tmp/fastvlm-slurm")) / "slurm.conf"

@@ -5,8 +5,9 @@ import os
 import pandas as pd
 import pytest
 
-from bench.records import PointConfig, Record, StageStats, samples_from_cell
-from bench.store import ResultsStore, atomic_write_text, load_table
+from bench.results.records import PointConfig, Record, StageStats, samples_from_cell
+from bench.results.io import atomic_write_text
+from bench.results.store import ResultsStore, load_table
 
 
 def _record(res=336, status="ok", enc="fastvithd"):

@@ -7,7 +7,7 @@ import time
 
 import pandas as pd
 
-from bench.store import load_table
+from bench.results.store import load_table
 from conftest import ROOT, TINY, run_cli
 
 
@@ -112,7 +112,7 @@ def test_resume_after_interrupted_sweep(results_dir):
 
 def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.scenario import measure_point
+    from bench.measure.scenario import measure_point
 
     cfg = BenchConfig(name="c", encoder=EncoderConf("tiny_vit"), llm=LLMConf("qwen2_tiny"), resolution=32,
                       device="cpu", compile=True, timing=TimingConf(warmup=1, min_repeats=3),
@@ -125,7 +125,7 @@ def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
 
 def test_batch_size_two_reports_throughput(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.scenario import measure_point
+    from bench.measure.scenario import measure_point
 
     cfg = BenchConfig(name="b", encoder=EncoderConf("tiny_convnext"), llm=LLMConf("llama_tiny"), resolution=64,
                       device="cpu", batch_size=2, timing=TimingConf(warmup=1, min_repeats=3),

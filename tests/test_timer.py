@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from bench.timing import StageTimer
-from bench.timing.stats import median_ci, summarize
-from bench.timing.timer import StopRule
+from bench.measure.timer import StageTimer
+from bench.measure.stats import median_ci, summarize
+from bench.measure.timer import StopRule
 
 FAST = dict(warmup=1, warmup_seconds=0.0, stable_window=1, min_seconds=0.0)
 

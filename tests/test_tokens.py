@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from bench.models import build_vlm, encoder_names, get_encoder_spec
+from bench.models import ENCODERS, build_vlm, get_encoder_spec
 from bench.models.encoders import InvalidResolutionError
 
-FULL = [n for n in encoder_names(include_tiny=False)]
+FULL = [n for n in ENCODERS.names() if not ENCODERS.get(n).tiny]
 RESOLUTIONS = [64, 128, 200, 224, 256, 320, 336, 378, 384, 448, 500, 512, 768, 1000, 1024, 1536]
 
 
@@ -13,7 +13,7 @@ def test_all_six_paper_encoders_registered():
     assert set(FULL) == {"fastvithd", "fastvit", "vit_l14", "siglip_so400m", "convnext_l", "convllava_l"}
 
 
-@pytest.mark.parametrize("name", encoder_names())
+@pytest.mark.parametrize("name", ENCODERS.names())
 def test_analytical_tokens_match_model_forward_on_meta(name):
     spec = get_encoder_spec(name)
     checked = 0

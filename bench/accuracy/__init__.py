@@ -1,6 +1,6 @@
 """Accuracy results from evaluation harnesses (lmms-eval) in the accuracy long format.
 
-``fastvlm-bench accuracy import PATH...`` (:mod:`bench.accuracy.cli`) reads lmms-eval results
+``fastvlm-bench accuracy import PATH...`` (:mod:`bench.accuracy.command`) reads lmms-eval results
 JSON with :func:`import_results` and writes ``results/accuracy.csv``.
 """
 from .lmms_import import (ImportReport, LmmsResultsError, MappingError, import_results, load_mapping, merge_into,

@@ -1,4 +1,4 @@
-"""Read lmms-eval results JSON files into the accuracy long format (``bench.accuracy_table``).
+"""Read lmms-eval results JSON files into the accuracy long format (``bench.accuracy.schema``).
 
 lmms-eval 0.7 writes ``<output_path>/<model name>/<date>_results.json`` (the model-name
 folder is empty for models without ``pretrained=``/``model=``... in model_args, such as our
@@ -41,11 +41,11 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 import pandas as pd
 
-from ..accuracy_table import ACCURACY_COLUMNS, normalize_accuracy
+from .schema import ACCURACY_COLUMNS, normalize_accuracy
 
 SOURCE = "lmms-eval"
 PathLike = Union[str, Path]

@@ -1,7 +1,7 @@
 """Model zoo: encoder and LLM registries, projector, and the composed VLM."""
-from .encoders import ENCODERS, InvalidResolutionError, encoder_names, get_encoder_spec
-from .llms import LLMS, get_llm_spec, llm_names
+from .encoders import ENCODERS, InvalidResolutionError, get_encoder_spec
+from .llms import LLMS, get_llm_spec
 from .vlm import VLM, InsufficientMemoryError, build_vlm
 
 __all__ = ["ENCODERS", "LLMS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
-           "encoder_names", "get_encoder_spec", "get_llm_spec", "llm_names"]
+           "get_encoder_spec", "get_llm_spec"]

@@ -18,7 +18,7 @@ Weight names:
 ``model.vision_tower.<tower prefix><timm keys>``
     the vision tower. Tower prefixes understood:
 
-    * ``backbone.`` -- this project's own layout (what :func:`save_checkpoint` writes): the
+    * ``backbone.`` -- this project's own layout (what the tests' ``save_checkpoint`` writes): the
       rest of the key is the timm module name of ``VisionEncoder.backbone`` (e.g.
       ``model.vision_tower.backbone.blocks.0.attn.qkv.weight``; ConvLLaVA's extra stage is
       ``model.vision_tower.backbone.stage5.*``).
@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Tuple, Union
 
 import torch
 from torch import nn
@@ -255,76 +254,6 @@ def load_checkpoint(vlm, path: PathLike) -> List[str]:
     return notes
 
 
-# ---- writing ---------------------------------------------------------------------------------
-def vlm_state_dict(vlm) -> "OrderedDict[str, torch.Tensor]":
-    """The VLM's weights under LLaVA names (this project's tower layout)."""
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    for k, v in vlm.llm.state_dict().items():
-        out[k] = v
-    if getattr(vlm.llm.config, "tie_word_embeddings", False):
-        out.pop("lm_head.weight", None)  # as Hugging Face saves tied models
-    for k, v in vlm.projector.state_dict().items():
-        out[LLAVA_PROJECTOR + k] = v
-    for k, v in vlm.encoder.backbone.state_dict().items():
-        out[LLAVA_TOWER + OWN_TOWER_PREFIX + k] = v
-    return out
-
-
-def save_checkpoint(vlm, path: PathLike, tokenizer=None, max_shard_bytes: Optional[int] = None,
-                    projector: str = "mlp2x_gelu") -> Path:
-    """Write ``vlm`` as a LLaVA-style checkpoint folder that :func:`load_checkpoint` reads.
-
-    ``max_shard_bytes`` splits the weights into ``model-0000N-of-0000M.safetensors`` files
-    with a ``model.safetensors.index.json``. ``tokenizer`` (a transformers tokenizer) is
-    saved next to the weights. Save before ``prepare_for_inference`` to keep FastViT towers
-    un-fused (a fused tower loads too, but only into another fused-capable build).
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in vlm_state_dict(vlm).items()}
-    cfg = vlm.llm.config.to_dict()
-    cfg.update({
-        "mm_projector_type": projector,
-        "mm_hidden_size": int(vlm.encoder.channels),
-        "mm_vision_tower": vlm.encoder_name,
-        "image_size": int(vlm.resolution),
-        "torch_dtype": str(vlm.dtype).replace("torch.", ""),
-        "fastvlm_bench": {"encoder": vlm.encoder_name, "llm": vlm.llm_name, "resolution": int(vlm.resolution),
-                          "projector": projector, "tower_layout": LLAVA_TOWER + OWN_TOWER_PREFIX + "<timm keys>"},
-    })
-    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    for old in list(path.glob("model*.safetensors")) + [path / SAFE_INDEX]:
-        if old.exists():
-            old.unlink()
-    meta = {"format": "pt"}
-    if not max_shard_bytes:
-        save_file(state, str(path / "model.safetensors"), metadata=meta)
-    else:
-        shards: List[Dict[str, torch.Tensor]] = [{}]
-        size = 0
-        for k, v in state.items():
-            n = v.numel() * v.element_size()
-            if shards[-1] and size + n > max_shard_bytes:
-                shards.append({})
-                size = 0
-            shards[-1][k] = v
-            size += n
-        weight_map = {}
-        total = len(shards)
-        for i, shard in enumerate(shards, 1):
-            name = f"model-{i:05d}-of-{total:05d}.safetensors"
-            save_file(shard, str(path / name), metadata=meta)
-            weight_map.update({k: name for k in shard})
-        index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
-                 "weight_map": weight_map}
-        (path / SAFE_INDEX).write_text(json.dumps(index, indent=2))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(path))
-    return path
-
-
 def load_tokenizer(path: PathLike):
     """The tokenizer saved in a checkpoint folder, from local files only.
 
@@ -349,32 +278,3 @@ def load_tokenizer(path: PathLike):
     if cls in ("TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-
-# ---- tiny offline tokenizer (tests, smoke runs of tiny checkpoints) --------------------------
-#: a ChatML template like Qwen2's, placing the image first in the user turn when given
-CHATML_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                   "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def word_level_tokenizer(words: Iterable[str], chat_template: bool = True):
-    """A word-level ``PreTrainedTokenizerFast`` built offline with the ``tokenizers`` library.
-
-    Ids 0-3 are ``<pad> <s> </s> <unk>`` (the tiny test LLMs use bos=1, eos=2), then the ChatML
-    markers and ``<image>``, then ``words``. Meant for tiny test checkpoints, not real models.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>"]
-    vocab: Dict[str, int] = {}
-    for w in specials + ["system", "user", "assistant"] + [w for w in words]:
-        vocab.setdefault(w, len(vocab))
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                  pad_token="<pad>", additional_special_tokens=specials[4:])
-    if chat_template:
-        tok.chat_template = CHATML_TEMPLATE
-    return tok

@@ -89,7 +89,3 @@ register_llm(LLMSpec("llama_tiny", "llama", "tiny Llama-shaped LM for tests", di
 
 def get_llm_spec(name: str) -> LLMSpec:
     return LLMS.get(name)
-
-
-def llm_names(include_tiny: bool = True):
-    return [n for n in LLMS.names() if include_tiny or not LLMS.get(n).tiny]

@@ -10,10 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Dict, Iterator
 
 import torch
 from torch import nn
+
+
+#: The patch of ``nn.Module.register_parameter`` below is process-wide (PyTorch offers no
+#: per-thread hook for parameter creation), so it is installed while any thread is inside
+#: :func:`meta_parameters` and acts only for the threads that are (a thread-local depth):
+#: another thread building a real model meanwhile gets real parameters. The lock guards the
+#: install/uninstall and the count of threads inside.
+_lock = threading.Lock()
+_inside = threading.local()
+_users = 0
+_saved_register_parameter = None
+
+
+def _register_parameter(module: nn.Module, name: str, param) -> None:
+    _saved_register_parameter(module, name, param)
+    if getattr(_inside, "depth", 0) and param is not None and param.device.type != "meta" and _is_matrix(param):
+        p = module._parameters[name]
+        module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
 
 
 @contextlib.contextmanager
@@ -22,21 +41,24 @@ def meta_parameters() -> Iterator[None]:
 
     Vectors (norm scales, biases, layer-scale gammas) are tiny and keep the values their
     module initialised them with, so residual branches keep their intended scale (e.g.
-    FastViT's layer scale of 1e-5) and placeholder activations stay finite.
+    FastViT's layer scale of 1e-5) and placeholder activations stay finite. Thread-safe: only
+    the calling thread's parameters go to meta (see ``_register_parameter``); it nests.
     """
-    original = nn.Module.register_parameter
-
-    def register_parameter(module: nn.Module, name: str, param) -> None:
-        original(module, name, param)
-        if param is not None and param.device.type != "meta" and _is_matrix(param):
-            p = module._parameters[name]
-            module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
-
-    nn.Module.register_parameter = register_parameter
+    global _users, _saved_register_parameter
+    with _lock:
+        if _users == 0:
+            _saved_register_parameter = nn.Module.register_parameter
+            nn.Module.register_parameter = _register_parameter
+        _users += 1
+    _inside.depth = getattr(_inside, "depth", 0) + 1
     try:
         yield
     finally:
-        nn.Module.register_parameter = original
+        _inside.depth -= 1
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                nn.Module.register_parameter = _saved_register_parameter
 
 
 def _is_matrix(p: torch.Tensor) -> bool:
@@ -53,7 +75,6 @@ def count_parameters(model: nn.Module) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
-
 
 
 @torch.no_grad()

@@ -7,10 +7,11 @@ parameters directly on the device (or loads a local checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, ContextManager, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,10 +20,6 @@ from .encoders import VisionEncoder, get_encoder_spec
 from .llms import get_llm_spec
 from .materialize import count_parameters, materialize, meta_parameters
 from .projector import build_projector
-
-# transformers 5.2x announces a rename of `past_key_values` (to `cache`) that its own models'
-# signatures do not take yet; the warning would repeat on every timed iteration.
-warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -60,6 +57,16 @@ def available_memory_bytes(device: torch.device) -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+@dataclass
+class Generation:
+    """What :meth:`VLM.generate` produced: the new token ids, why it stopped (``eos``,
+    ``until`` or ``max_new_tokens``) and how many visual tokens the image gave."""
+
+    new_ids: List[int]
+    stopped: str
+    visual_tokens: int
 
 
 class VLM(nn.Module):
@@ -112,34 +119,62 @@ class VLM(nn.Module):
         return self._prefill_forward(visual_embeds, input_ids).logits[:, -1, :]
 
     def _prefill_forward(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor):
+        text = self.llm.get_input_embeddings()(input_ids)
+        return self._llm_prefill(torch.cat([visual_embeds.to(text.dtype), text], dim=1))
+
+    def _llm_prefill(self, embeds: torch.Tensor):
+        """The LLM over ``embeds`` with a fresh KV cache, last position's logits only."""
         from transformers import DynamicCache
 
-        text = self.llm.get_input_embeddings()(input_ids)
-        embeds = torch.cat([visual_embeds.to(text.dtype), text], dim=1)
-        return self.llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
-                        use_cache=True, logits_to_keep=1)
+        return self._llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
+                         use_cache=True, logits_to_keep=1)
+
+    def _llm(self, **kwargs):
+        with warnings.catch_warnings():
+            # transformers 5.2x announces a rename of `past_key_values` (to `cache`) that its own
+            # models' signatures do not take yet; the warning would repeat on every timed iteration.
+            warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+            return self.llm(**kwargs)
 
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor,
-                 max_new_tokens: int = 16, eos_token_id: Optional[int] = None) -> List[int]:
-        """Greedy decoding for one image: [prefix text, image tokens, suffix text] -> new ids."""
-        from transformers import DynamicCache
+                 max_new_tokens: int = 16, eos_token_id: Optional[int] = None,
+                 stop: Optional[Callable[[List[int]], bool]] = None,
+                 stage: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext()) -> Generation:
+        """Greedy decoding for one image: [prefix text, image tokens, suffix text] -> new ids.
 
+        Decoding ends at ``eos_token_id``, after ``max_new_tokens`` or once ``stop(new_ids)``
+        is true (the token that made it true is kept). ``stage(name)`` wraps each step in a
+        context -- ``vision_latency``, ``projector``, ``prefill`` (first token chosen),
+        ``decode`` -- so a :class:`~bench.measure.timer.StageTimer` times them (the lmms-eval
+        plugin passes ``timer.stage``).
+        """
         emb = self.llm.get_input_embeddings()
-        vis = self.project(self.encode(pixels)).to(self.dtype)
-        embeds = torch.cat([emb(prefix_ids), vis, emb(suffix_ids)], dim=1)
-        cache = DynamicCache(config=self.llm.config)
-        out = self.llm(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        new: List[int] = []
-        for _ in range(max_new_tokens):
+        with stage("vision_latency"):
+            feats = self.encode(pixels)
+        with stage("projector"):
+            vis = self.project(feats)
+        with stage("prefill"):
+            out = self._llm_prefill(torch.cat([emb(prefix_ids), vis.to(self.dtype), emb(suffix_ids)], dim=1))
             nxt = out.logits[:, -1, :].argmax(dim=-1)
-            token = int(nxt[0])
-            if eos_token_id is not None and token == eos_token_id:
-                break
-            new.append(token)
-            out = self.llm(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True,
-                           logits_to_keep=1)
-        return new
+        new: List[int] = []
+        stopped = "max_new_tokens"
+        with stage("decode"):
+            for step in range(max_new_tokens):
+                token = int(nxt[0])
+                if eos_token_id is not None and token == eos_token_id:
+                    stopped = "eos"
+                    break
+                new.append(token)
+                if stop is not None and stop(new):
+                    stopped = "until"
+                    break
+                if step + 1 == max_new_tokens:
+                    break
+                out = self._llm(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True,
+                                logits_to_keep=1)
+                nxt = out.logits[:, -1, :].argmax(dim=-1)
+        return Generation(new, stopped, int(vis.shape[1]))
 
     def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> torch.Tensor:
         """Deterministic placeholder prompt token ids (token values do not change latency)."""

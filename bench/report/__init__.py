@@ -1,6 +1,6 @@
 """Sweep reports: figures, tables, self-contained HTML and Markdown.
 
-``render_report`` is imported lazily so that ``bench.report.cli`` can parse arguments
+``render_report`` is imported lazily so that ``bench.report.command`` can parse arguments
 without loading matplotlib.
 """
 

@@ -1,25 +1,32 @@
 """Report figures (matplotlib, Agg backend). Each figure is saved as PNG and SVG.
 
 Every function takes plain DataFrames (already filtered by :mod:`bench.report.render`) and
-returns the list of PNG paths it wrote (the SVG sits next to each PNG). Paper-reported points
-are always drawn with their own marker, colour and legend entry.
+returns the PNG path(s) it wrote (the SVG sits next to each PNG). Paper-reported points are
+always drawn with their own marker, colour and legend entry.
+
+Adding a figure to every report is one function here with :func:`register_figure`: it gets
+the measured (status ok) rows and the figures folder and returns ``(png, caption)`` pairs;
+the report puts them in the section it names (a new section title makes a new section).
+Nothing here touches matplotlib's global state at import: :func:`plotting` selects the Agg
+backend and this module's style only while a report renders.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors as mcolors
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from ..pareto import pareto_front  # noqa: E402
+from ..analysis.pareto import pareto_front
+from ..results.io import atomic_write_bytes
 
 PAPER_LEGEND = "paper-reported (M1 Max, not measured here)"
 MEASURED_COLOR = "#1f5fbf"
@@ -32,19 +39,54 @@ X_LABELS = {"ttft_ms": "time to first token, TTFT (ms, log scale)",
             "visual_tokens": "visual tokens (count, log scale)"}
 DPI = 110
 
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 11, "axes.labelsize": 9.5,
-                     "legend.fontsize": 8.5, "svg.fonttype": "none", "axes.grid": True,
-                     "grid.alpha": 0.3})
+STYLE = {"font.size": 9, "axes.titlesize": 11, "axes.labelsize": 9.5, "legend.fontsize": 8.5,
+         "svg.fonttype": "none", "axes.grid": True, "grid.alpha": 0.3}
+
+
+@contextlib.contextmanager
+def plotting() -> Iterator[None]:
+    """The Agg backend (no display needed) and the report style, for one rendering."""
+    matplotlib.use("Agg")
+    with matplotlib.rc_context(STYLE):
+        yield
 
 
 def save(fig, out_dir: Path, name: str) -> Path:
     """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir``; return the PNG path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    import io
+
     png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=DPI, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight")
+    for path, kwargs in ((png, {"dpi": DPI}), (out_dir / f"{name}.svg", {})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:], bbox_inches="tight", **kwargs)
+        atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
     return png
+
+
+# ---- the figures every report draws ------------------------------------------------------
+Caption = Tuple[Path, str]  # (png, caption)
+
+
+@dataclass
+class FigureSpec:
+    name: str
+    section: str  # the report section it goes in
+    draw: Callable[[pd.DataFrame, Path], List[Caption]]  # (ok rows, figures folder) -> (png, caption)s
+
+
+#: Registered figures, in the order they appear in the report.
+FIGURES: Dict[str, FigureSpec] = {}
+
+
+def register_figure(section: str) -> Callable:
+    """Decorator: draw this figure in every report, in ``section``."""
+    def deco(fn: Callable[[pd.DataFrame, Path], List[Caption]]):
+        if fn.__name__ in FIGURES:
+            raise ValueError(f"report figure {fn.__name__!r} registered twice")
+        FIGURES[fn.__name__] = FigureSpec(fn.__name__, section, fn)
+        return fn
+    return deco
 
 
 def _ms_formatter(time: bool = True):
@@ -181,10 +223,6 @@ def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: st
     return save(fig, out_dir, name)
 
 
-def _series_label(row: pd.Series, with_setting: bool) -> str:
-    return f"{row['encoder']} ({row['setting']})" if with_setting else str(row["encoder"])
-
-
 def vs_resolution(ok: pd.DataFrame, y: str, ylabel: str, title: str, out_dir: Path, name: str,
                   err: Optional[Sequence[str]] = None, log_y: bool = False) -> Path:
     """One line per encoder (and setting, if several) of ``y`` against resolution."""
@@ -319,3 +357,30 @@ def ttft_heatmap(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_heatmap") ->
         fig.suptitle("TTFT over LLM size x resolution" + (f" [{setting}]" if setting else ""))
         out.append(save(fig, out_dir, name if len(settings) == 1 else f"{name}_{si}"))
     return out
+
+
+@register_figure("Vision-encoder latency vs resolution")
+def vision_latency_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    return [(vs_resolution(ok, "vision_latency_ms", "vision-encoder latency (ms, median)",
+                           "Vision-encoder latency vs input resolution", fig_dir, "vision_latency_vs_resolution",
+                           err=("vision_latency_p10_ms", "vision_latency_p90_ms"), log_y=True),
+             "Vision-encoder latency (ms) by input resolution, one line per encoder.")]
+
+
+@register_figure("Visual tokens vs resolution")
+def visual_tokens_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    return [(vs_resolution(ok, "visual_tokens", "visual tokens (count)", "Visual tokens vs input resolution",
+                           fig_dir, "visual_tokens_vs_resolution", log_y=True),
+             "Number of visual tokens passed to the LLM, by input resolution.")]
+
+
+@register_figure("TTFT breakdown")
+def ttft_breakdown_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    return [(ttft_breakdown(ok, fig_dir),
+             "TTFT (ms) split into vision encoder, projector and LLM prefill, per configuration.")]
+
+
+@register_figure("TTFT over LLM size x resolution")
+def ttft_heatmap_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    return [(png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured.")
+            for png in ttft_heatmap(ok, fig_dir)]

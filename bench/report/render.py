@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from ..accuracy_table import SOURCE_PAPER, empty_accuracy, read_accuracy_files
-from ..join import join_efficiency_accuracy
-from ..pareto import AVG5, avg_accuracy, avg_label, pareto_front
-from ..reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_points
-from ..store import load_table
+from ..accuracy.schema import SOURCE_PAPER, empty_accuracy, read_accuracy_files
+from ..analysis.join import join_efficiency_accuracy
+from ..analysis.pareto import AVG5, avg_accuracy, avg_label, pareto_front
+from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_points
+from ..results.io import atomic_write_text
+from ..results.store import load_table
 from . import figures as F
+from .tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     if not len(df):
         return "_(no rows)_\n"
     f = _formatted(df)
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(esc(c) for c in f.columns) + " |",
-             "| " + " | ".join("---" for _ in f.columns) + " |"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in f.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return markdown_table([str(c) for c in f.columns], list(f.itertuples(index=False))) + "\n"
 
 
 def _cols(df: pd.DataFrame, cols: Sequence[str]) -> List[str]:
@@ -150,7 +147,8 @@ def render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        _render_report(results_dir, stage, accuracy_files, benchmarks, x, include_paper)
+        with F.plotting():
+            _render_report(results_dir, stage, accuracy_files, benchmarks, x, include_paper)
         if final.exists():
             os.replace(final, old)
         os.replace(stage, final)
@@ -269,11 +267,6 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     # -------- vision latency vs resolution
     sec = Section("Vision-encoder latency vs resolution",
                   text="Median per point with p10-p90 bars; measured rows with status ok only.")
-    sec.figures.append((F.vs_resolution(ok, "vision_latency_ms", "vision-encoder latency (ms, median)",
-                                        "Vision-encoder latency vs input resolution", fig_dir,
-                                        "vision_latency_vs_resolution",
-                                        err=("vision_latency_p10_ms", "vision_latency_p90_ms"), log_y=True),
-                        "Vision-encoder latency (ms) by input resolution, one line per encoder."))
     vcols = _cols(ok, ["encoder", "setting", "resolution", "llm", "vision_latency_ms", "vision_latency_p10_ms",
                        "vision_latency_p90_ms", "vision_latency_n", "vision_latency_gflops",
                        "vision_latency_achieved_tflops", "vision_params"])
@@ -282,10 +275,6 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- visual tokens
     sec = Section("Visual tokens vs resolution")
-    sec.figures.append((F.vs_resolution(ok, "visual_tokens", "visual tokens (count)",
-                                        "Visual tokens vs input resolution", fig_dir,
-                                        "visual_tokens_vs_resolution", log_y=True),
-                        "Number of visual tokens passed to the LLM, by input resolution."))
     tcols = _cols(ok, ["encoder", "resolution", "visual_tokens", "encoder_channels"])
     sec.tables.append(("Visual tokens", ok[tcols].drop_duplicates().sort_values(["encoder", "resolution"])))
     sections.append(sec)
@@ -295,8 +284,6 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                   text="Stage medians stacked (vision encoder, projector, LLM prefill); the black marker is "
                        "the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
                        "outside the three stages.")
-    sec.figures.append((F.ttft_breakdown(ok, fig_dir),
-                        "TTFT (ms) split into vision encoder, projector and LLM prefill, per configuration."))
     bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
                        "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
@@ -307,14 +294,20 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- heat map
     sec = Section("TTFT over LLM size x resolution")
-    for png in F.ttft_heatmap(ok, fig_dir):
-        sec.figures.append((png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured."))
     if len(ok):
         piv = ok.pivot_table(index=["encoder", "setting", "llm"], columns="resolution", values="ttft_ms",
                              aggfunc="median").reset_index()
         piv.columns = [f"ttft_ms@{c}px" if isinstance(c, (int, np.integer)) else c for c in piv.columns]
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
     sections.append(sec)
+
+    # -------- the registered figures (figures.register_figure), each in its section
+    by_title = {s.title: s for s in sections}
+    for spec in F.FIGURES.values():
+        if spec.section not in by_title:
+            by_title[spec.section] = Section(spec.section)
+            sections.append(by_title[spec.section])
+        by_title[spec.section].figures.extend(spec.draw(ok, fig_dir))
 
     # -------- environment and failures
     sec = Section("Measurement environment",
@@ -340,18 +333,6 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
 
 # ----------------------------------------------------------------------------- output
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
- padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-figure{margin:1em 0;text-align:center} figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.9em;color:#555}
-table{border-collapse:collapse;font-size:.82em;margin:.4em 0 1.2em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.warn{background:#fff4d6;border:1px solid #e6c200;padding:.6em 1em;border-radius:4px}
-.caption{font-weight:600;margin-top:.8em} .meta{color:#555;font-size:.9em}
-"""
 
 
 def _slug(text: str) -> str:
@@ -360,56 +341,31 @@ def _slug(text: str) -> str:
 
 def _write(out_dir: Path, sweep: str, results_dir: Path, accuracy_files, sections: List[Section],
            warnings: List[str], x: str, benchmarks) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tab_dir = out_dir / "tables"
-    tab_dir.mkdir(exist_ok=True)
-    now = _dt.datetime.now().isoformat(timespec="seconds")
-    meta = (f"Results: {results_dir} &middot; accuracy: "
-            f"{html.escape(', '.join(map(str, accuracy_files)) or 'none')} &middot; x axis: {x} &middot; "
-            f"averaged benchmarks: {html.escape(', '.join(benchmarks))} &middot; generated {now}")
-    h = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-         f"<title>fastvlm-bench report: {html.escape(sweep)}</title><style>{CSS}</style></head><body>",
-         f"<h1>fastvlm-bench report: {html.escape(sweep)}</h1><p class='meta'>{meta}</p>",
-         "<p class='meta'>Points marked <b>paper-reported</b> are figures copied from the FastVLM paper "
-         f"({html.escape(PAPER_DEVICE)}), never measurements of this harness.</p>"]
-    md = [f"# fastvlm-bench report: {sweep}", "",
-          f"Results: `{results_dir}`; accuracy: {', '.join(map(str, accuracy_files)) or 'none'}; x axis: `{x}`; "
-          f"averaged benchmarks: {', '.join(benchmarks)}; generated {now}.", "",
-          f"Points marked **paper-reported** are figures copied from the FastVLM paper ({PAPER_DEVICE}), "
-          "never measurements of this harness.", ""]
-    for w in warnings:
-        h.append(f"<p class='warn'><b>Note:</b> {html.escape(w)}</p>")
-        md += [f"> **Note:** {w}", ""]
-    h.append("<nav><ul>" + "".join(f"<li><a href='#{_slug(s.title)}'>{html.escape(s.title)}</a></li>"
-                                   for s in sections) + "</ul></nav>")
-    n_table = 0
+    """Write tables/*.csv, ``index.html`` and ``report.md`` (templates in ``templates/``)."""
+    import jinja2
+
+    views, n_table = [], 0
     for s in sections:
-        h.append(f"<h2 id='{_slug(s.title)}'>{html.escape(s.title)}</h2>")
-        md += [f"## {s.title}", ""]
-        if s.text:
-            h.append(f"<p>{html.escape(s.text)}</p>")
-            md += [s.text, ""]
+        figs = []
         for png, caption in s.figures:
             rel = png.relative_to(out_dir).as_posix()
-            svg = Path(rel).with_suffix(".svg").as_posix()
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
-            h.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                     f"<figcaption>{html.escape(caption)} Files: {html.escape(rel)}, {html.escape(svg)}"
-                     "</figcaption></figure>")
-            md += [f"![{caption}]({rel})", "", f"{caption} ([PNG]({rel}), [SVG]({svg}))", ""]
+            figs.append({"png": rel, "svg": Path(rel).with_suffix(".svg").as_posix(), "caption": caption,
+                         "data": base64.b64encode(png.read_bytes()).decode("ascii")})
+        tables = []
         for caption, table in s.tables:
             n_table += 1
             name = f"{n_table:02d}_{_slug(caption)[:60]}.csv"
-            table.to_csv(tab_dir / name, index=False)
-            h.append(f"<p class='caption'>{html.escape(caption)} <span class='meta'>(tables/{name})</span></p>")
-            if len(table):
-                h.append(_formatted(table).to_html(index=False, escape=True, border=0))
-            else:
-                h.append("<p class='meta'>(no rows)</p>")
-            md += [f"**{caption}** (`tables/{name}`)", "", to_markdown(table), ""]
-    h.append("</body></html>")
-    index = out_dir / "index.html"
-    index.write_text("\n".join(h), encoding="utf-8")
-    (out_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
-    return index
+            atomic_write_text(out_dir / "tables" / name, table.to_csv(index=False))
+            tables.append({"caption": caption, "file": name, "markdown": to_markdown(table),
+                           "html": _formatted(table).to_html(index=False, escape=True, border=0) if len(table) else ""})
+        views.append({"title": s.title, "slug": _slug(s.title), "text": s.text, "figures": figs, "tables": tables})
+    context = dict(sweep=sweep, results_dir=str(results_dir), x=x, benchmarks=", ".join(benchmarks),
+                   accuracy_files=", ".join(map(str, accuracy_files)), now=_dt.datetime.now().isoformat(timespec="seconds"),
+                   paper_device=PAPER_DEVICE, warnings=warnings, sections=views)
+    loader = jinja2.FileSystemLoader(str(Path(__file__).parent / "templates"))
+    for name, escape in (("index.html", True), ("report.md", False)):
+        env = jinja2.Environment(loader=loader, autoescape=escape, trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        text = env.get_template(f"report.{name.split('.')[1]}.j2").render(**context)
+        atomic_write_text(out_dir / name, text)
+    return out_dir / "index.html"

@@ -20,15 +20,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+
+from ..config import InputError
 
 DEFAULT_OUT = "results/accuracy.csv"
+NAME = "accuracy"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastvlm-bench accuracy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(NAME, help="import lmms-eval accuracy results (import, run)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="accuracy_command", required=True, metavar="{import,run}")
     imp = sub.add_parser("import", help="import lmms-eval results JSON into the accuracy table")
     imp.add_argument("paths", nargs="+", metavar="PATH", help="results JSON files or folders (searched recursively)")
     imp.add_argument("--mapping", metavar="FILE", help="YAML or CSV: file/model/model_args patterns -> "
@@ -36,14 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", metavar="FILE.csv", default=DEFAULT_OUT,
                      help=f"accuracy table to create or merge into (default {DEFAULT_OUT})")
     imp.add_argument("--dry-run", action="store_true", help="print the rows, write nothing")
-    run = sub.add_parser("run", help="run lmms-eval, fail loudly without results, import them")
-    run.add_argument("--out", metavar="FILE.csv", default=DEFAULT_OUT,
-                     help=f"accuracy table to create or merge into (default {DEFAULT_OUT})")
-    run.add_argument("--mapping", metavar="FILE", help="as for import (needed for models other than fastvlm_bench)")
-    run.add_argument("--no-import", action="store_true", help="only run and check lmms-eval")
-    run.add_argument("lmms_args", nargs=argparse.REMAINDER, metavar="-- LMMS_EVAL_ARGS",
-                     help="arguments for python -m lmms_eval (after --), including --output_path")
+    run_p = sub.add_parser("run", help="run lmms-eval, fail loudly without results, import them")
+    run_p.add_argument("--out", metavar="FILE.csv", default=DEFAULT_OUT,
+                       help=f"accuracy table to create or merge into (default {DEFAULT_OUT})")
+    run_p.add_argument("--mapping", metavar="FILE", help="as for import (needed for models other than fastvlm_bench)")
+    run_p.add_argument("--no-import", action="store_true", help="only run and check lmms-eval")
+    run_p.add_argument("lmms_args", nargs=argparse.REMAINDER, metavar="-- LMMS_EVAL_ARGS",
+                       help="arguments for python -m lmms_eval (after --), including --output_path")
+    p.set_defaults(func=run)
     return p
+
+
+def run(args: argparse.Namespace) -> int:
+    return _import(args) if args.accuracy_command == "import" else _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -53,8 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         files = run_lmms_eval(lmms_args)
     except ValueError as exc:
-        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from None
     except LmmsRunError as exc:
         print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
         return 1
@@ -68,14 +74,13 @@ def _run(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..accuracy_table import AccuracyFormatError, read_accuracy
+    from .schema import AccuracyFormatError, read_accuracy
     from .lmms_import import MappingError, import_results, merge_into
 
     try:
         report = import_results(args.paths, mapping=args.mapping)
     except MappingError as exc:
-        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from None
     for msg in report.problems:
         print(f"fastvlm-bench accuracy: could not use {msg}", file=sys.stderr)
     for msg in report.notes:
@@ -98,29 +103,11 @@ def _import(args: argparse.Namespace) -> int:
         try:
             merged = merge_into(read_accuracy(out), rows)
         except AccuracyFormatError as exc:
-            print(f"fastvlm-bench accuracy: error: cannot merge into {out}: {exc}", file=sys.stderr)
-            return 2
+            raise InputError(f"cannot merge into {out}: {exc}") from None
     else:
         merged = rows
-    from ..store import ResultsWriteError, atomic_write_text
+    from ..results.io import atomic_write_text
 
-    try:
-        atomic_write_text(out, merged.to_csv(index=False))
-    except ResultsWriteError as exc:
-        print(f"fastvlm-bench accuracy: error: {exc}", file=sys.stderr)
-        return 1
+    atomic_write_text(out, merged.to_csv(index=False))  # a ResultsWriteError: the CLI says so, exit 1
     print(f"{len(rows)} row(s) from {len(report.files_read)} file(s) -> {out} ({len(merged)} rows in all)")
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "import":
-        return _import(args)
-    if args.command == "run":
-        return _run(args)
-    return 2  # pragma: no cover - argparse requires a command
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

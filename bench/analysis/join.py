@@ -5,8 +5,8 @@ from typing import Tuple
 
 import pandas as pd
 
-from .accuracy_table import ACCURACY_COLUMNS, normalize_accuracy
-from .records import CONFIG_KEYS, STATUS_OK
+from ..accuracy.schema import ACCURACY_COLUMNS, normalize_accuracy
+from ..results.records import CONFIG_KEYS, STATUS_OK
 
 KEYS = list(CONFIG_KEYS)
 

@@ -18,15 +18,15 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from .config import BenchConfig, ConfigError, validate
+from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
-from .models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
-from .models.vlm import dtype_name, resolve_device, resolve_dtype
-from .records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .timing import StageTimer
-from .timing.flops import count_flops
-from .timing.probes import disturbed_iterations, probe_for
-from .timing.trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
+from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
+from ..models.vlm import dtype_name, resolve_device, resolve_dtype
+from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
+from .timer import StageTimer
+from .flops import count_flops
+from .probes import disturbed_iterations, probe_for
+from .trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
                               measure_peak_tflops, nvml_snapshot)
 
 log = logging.getLogger("fastvlm_bench")
@@ -55,7 +55,7 @@ def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[st
     if not p.exists():
         raise ConfigError(f"checkpoint {path} does not exist")
     if p.is_dir():
-        from .models.checkpoint import CheckpointError, _weight_files
+        from ..models.checkpoint import CheckpointError, _weight_files
 
         try:
             files = list(_weight_files(p))
@@ -235,7 +235,7 @@ def _compile(point: PointConfig, vlm, run_once, rec: Record) -> None:
 
 @torch.inference_mode()
 def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
-    from .models.preprocess import load_sample_image
+    from ..models.preprocess import load_sample_image
 
     dev = torch.device(point.device)
     images = [load_sample_image()] * point.batch_size

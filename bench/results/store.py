@@ -1,6 +1,6 @@
 """Results store: one JSON file per sweep point plus a consolidated table, written atomically.
 
-It knows nothing about timing or models; it only keeps :class:`bench.records.Record` objects
+It knows nothing about timing or models; it only keeps :class:`bench.results.records.Record` objects
 safe. Layout under ``results/<sweep>/``::
 
     records/<point_id>.json   one record each (raw samples included)
@@ -10,27 +10,25 @@ safe. Layout under ``results/<sweep>/``::
     records/<point_id>.claim  held while a process measures that point (pid, host, time)
     records/corrupt/          records that could not be parsed, moved aside (never deleted)
 
-Every file is written to a temporary name in the same folder, flushed, fsynced and renamed
-over the target, so a crash leaves either the old file or the new one, never half of one.
-A write that fails (a full disk) raises :class:`ResultsWriteError` naming the file, and the
-old file stays as it was.
+Every file is written through :mod:`bench.results.io` (temporary name, fsync, rename), so a
+crash leaves either the old file or the new one, never half of one; a write that fails (a
+full disk) raises :class:`~bench.results.io.ResultsWriteError` naming the file.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 import pandas as pd
 
+from .io import atomic_write_bytes, atomic_write_text, write_error
 from .records import STATUS_OK, STATUS_SKIPPED, Record
 
 TABLE_CSV = "results.csv"
@@ -45,13 +43,6 @@ CLAIM_STALE_S = 24 * 3600
 log = logging.getLogger("fastvlm_bench")
 
 
-class ResultsWriteError(OSError):
-    """A results file could not be written (full disk, read-only folder, ...); names the file."""
-
-    def __str__(self) -> str:  # "cannot write PATH: reason", without OSError's "[Errno N]"
-        return str(self.strerror)
-
-
 class CorruptRecordError(ValueError):
     """A record file exists but cannot be read as a record; names the file.
 
@@ -61,44 +52,6 @@ class CorruptRecordError(ValueError):
     def __init__(self, message: str, unreadable: bool = False):
         super().__init__(message)
         self.unreadable = unreadable
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
-
-    ``mkstemp`` creates its file with mode 0600; the file gets ``0666 & ~umask`` instead, as
-    ``open()`` would give it, so colleagues on a shared filesystem can read the results.
-    Any ``OSError`` (ENOSPC, EROFS, EACCES, ...) becomes :class:`ResultsWriteError` naming
-    ``path``; the temporary file is removed and the old ``path`` is left untouched.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, ResultsWriteError):
-            reason = exc.strerror or str(exc)
-            raise ResultsWriteError(exc.errno or errno.EIO, f"cannot write {path}: {reason}") from None
-        raise
-
-
-def atomic_write_text(path: Union[str, Path], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def read_record(path: Union[str, Path]) -> Record:
@@ -274,8 +227,7 @@ class ResultsStore:
                     pass
                 continue
             except OSError as exc:
-                raise ResultsWriteError(exc.errno or errno.EIO,
-                                        f"cannot write {path}: {exc.strerror or exc}") from None
+                raise write_error(path, exc) from None
             try:
                 with os.fdopen(fd, "w") as fh:
                     json.dump(me.__dict__, fh)
@@ -283,8 +235,7 @@ class ResultsStore:
                     os.fsync(fh.fileno())
             except OSError as exc:
                 self.release(point_id)
-                raise ResultsWriteError(exc.errno or errno.EIO,
-                                        f"cannot write {path}: {exc.strerror or exc}") from None
+                raise write_error(path, exc) from None
             return True, None
         return False, self.read_claim(point_id)
 

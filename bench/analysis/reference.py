@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .accuracy_table import ACCURACY_COLUMNS, SOURCE_PAPER, normalize_accuracy
+from ..accuracy.schema import ACCURACY_COLUMNS, SOURCE_PAPER, normalize_accuracy
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"  # bench/data/reference
 VLM_CSV = "fastvlm_paper_vlm.csv"
 ENCODERS_CSV = "fastvlm_paper_encoders.csv"
 PAPER = "FastVLM paper (arXiv 2412.13303v2)"

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..records import StageStats
+from ..results.records import StageStats
 
 
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[Optional[float], Optional[float]]:

@@ -15,7 +15,7 @@ expects a ``ModelManifest`` (or a callable returning one) -- it *calls* a callab
 so the entry point must name :func:`lmms_eval_manifest`, not the model class::
 
     [project.entry-points."lmms_eval.models"]
-    fastvlm_bench = "bench.lmms_plugin:lmms_eval_manifest"
+    fastvlm_bench = "bench.accuracy.lmms_plugin:lmms_eval_manifest"
 
 model_args:
     encoder, llm, resolution   the configuration (names as in ``fastvlm-bench list``)
@@ -35,7 +35,7 @@ Generation is greedy (``temperature``/``do_sample`` of tasks are ignored with a 
 stops at EOS, at ``max_new_tokens`` or once any ``until`` string appears (the answer is cut
 before it). ``loglikelihood`` (multiple-choice-by-likelihood tasks) is not implemented.
 
-Timing: every sample is one :class:`bench.timing.StageTimer` iteration with the sweep's stage
+Timing: every sample is one :class:`bench.measure.timer.StageTimer` iteration with the sweep's stage
 names -- ``vision_latency`` (encoder), ``projector``, ``prefill`` (LLM over visual + prompt
 tokens, first token chosen) and the span ``ttft`` (image tensor in -> first token out) -- plus
 ``decode`` (the remaining tokens). Summaries (median, mean, p10/p90, IQR, n) per task and over
@@ -60,7 +60,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
 MODEL_ID = "fastvlm_bench"
-CLASS_PATH = "bench.lmms_plugin.FastVLMBench"
+CLASS_PATH = "bench.accuracy.lmms_plugin.FastVLMBench"
 TTFT_SPAN = ("vision_latency", "prefill")
 
 
@@ -129,9 +129,9 @@ class FastVLMBench(lmms):
             warnings.warn(f"fastvlm_bench: ignoring unknown model_args {sorted(kwargs)}")
         if _as_int(batch_size, "batch_size") != 1:
             warnings.warn("fastvlm_bench: batch_size is ignored; samples run one at a time so each is timed alone")
-        from .models.checkpoint import load_tokenizer
-        from .models.vlm import build_vlm
-        from .timing.timer import StageTimer
+        from ..models.checkpoint import load_tokenizer
+        from ..models.vlm import build_vlm
+        from ..measure.timer import StageTimer
 
         self.model_args = dict(encoder=str(encoder), llm=str(llm), resolution=_as_int(resolution, "resolution"),
                                checkpoint=str(checkpoint) if checkpoint else None, device=str(device),
@@ -213,8 +213,6 @@ class FastVLMBench(lmms):
 
     @torch.no_grad()
     def _respond(self, context: str, gen_kwargs: dict, images: list, task: str, doc_id) -> str:
-        from transformers import DynamicCache
-
         if len(images) != 1:
             raise ValueError(f"fastvlm_bench: task {task} doc {doc_id} gives {len(images)} images; "
                              "this single-image VLM takes exactly one")
@@ -229,48 +227,26 @@ class FastVLMBench(lmms):
         pixels = vlm.preprocess(images)
         prefix_ids, suffix_ids = self._prompt_ids(context, True)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
-        emb = vlm.llm.get_input_embeddings()
-        new: List[int] = []
-        stopped = "max_new_tokens"
         timer = self.timer
+        stop = (lambda ids: any(u in self.tokenizer.decode(ids, skip_special_tokens=True) for u in until)) \
+            if until else None
         with timer.iteration():
-            with timer.stage("vision_latency"):
-                feats = vlm.encode(pixels)
-            with timer.stage("projector"):
-                vis = vlm.project(feats)
-            with timer.stage("prefill"):
-                embeds = torch.cat([emb(prefix_ids), vis.to(vlm.dtype), emb(suffix_ids)], dim=1)
-                out = vlm.llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=vlm.llm.config),
-                              use_cache=True, logits_to_keep=1)
-                nxt = out.logits[:, -1, :].argmax(dim=-1)
-            with timer.stage("decode"):
-                for step in range(max_new):
-                    token = int(nxt[0])
-                    if self.eos_token_id is not None and token == self.eos_token_id:
-                        stopped = "eos"
-                        break
-                    new.append(token)
-                    if until and any(u in self.tokenizer.decode(new, skip_special_tokens=True) for u in until):
-                        stopped = "until"
-                        break
-                    if step + 1 == max_new:
-                        break
-                    out = vlm.llm(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True,
-                                  logits_to_keep=1)
-                    nxt = out.logits[:, -1, :].argmax(dim=-1)
+            gen = vlm.generate(pixels, prefix_ids, suffix_ids, max_new_tokens=max_new, eos_token_id=self.eos_token_id,
+                               stop=stop, stage=timer.stage)
+        new = gen.new_ids
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         for u in until:
             text = text.split(u)[0]
         last = {name: vals[-1] for name, vals in timer.samples.items() if vals}
         self.samples.append(dict(
-            task=task, doc_id=doc_id, visual_tokens=int(vis.shape[1]),
-            prompt_tokens=int(prefix_ids.shape[1] + suffix_ids.shape[1]), new_tokens=len(new), stopped=stopped,
+            task=task, doc_id=doc_id, visual_tokens=gen.visual_tokens,
+            prompt_tokens=int(prefix_ids.shape[1] + suffix_ids.shape[1]), new_tokens=len(new), stopped=gen.stopped,
             preprocess_ms=preprocess_ms, **{f"{k}_ms": v for k, v in last.items()}))
         return text.strip()
 
     # ---- timings -------------------------------------------------------------------------
     def timings_summary(self) -> Dict[str, Any]:
-        from .timing.stats import summarize
+        from ..measure.stats import summarize
 
         def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             stages = {}
@@ -306,6 +282,7 @@ class FastVLMBench(lmms):
         if self.timings_out is None:
             warnings.warn("fastvlm_bench: no --output_path and no timings_out model_arg: timings not written")
             return None
-        self.timings_out.parent.mkdir(parents=True, exist_ok=True)
-        self.timings_out.write_text(json.dumps(self.timings_summary(), indent=2, default=str))
+        from ..results.io import atomic_write_text
+
+        atomic_write_text(self.timings_out, json.dumps(self.timings_summary(), indent=2, default=str))
         return self.timings_out

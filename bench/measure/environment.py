@@ -73,7 +73,7 @@ def lock_drift(pins: Dict[str, str], installed: Dict[str, str]) -> List[str]:
 def stack_info() -> Dict[str, Any]:
     """Which lock the environment matches, the lock's hash, and a hash of what is installed."""
     try:
-        from .resources import constraints_dir
+        from ..config import constraints_dir
 
         folder: Optional[Path] = constraints_dir()
     except FileNotFoundError:
@@ -102,7 +102,7 @@ def stack_info() -> Dict[str, Any]:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The checkout's commit (``-dirty`` with local changes); None for an installed wheel."""
-    from .resources import _checkout_root
+    from ..config import _checkout_root
 
     root = _checkout_root()
     if root is None:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..config import TimingConf as StopRule
-from ..records import StageStats
+from ..results.records import StageStats
 from .stats import summarize
 
 TIMING_MODES = ("pipelined", "isolated")

@@ -1,0 +1,159 @@
+"""Measure one sweep point: claim it, time it, write its record, release it.
+
+:func:`run_point` is what the Hydra app (:mod:`bench.app`) calls once per point. Around the
+measurement (:mod:`bench.measure.scenario`) it handles what a shared results folder and a
+cluster need: a point claimed by another live process is skipped, SIGTERM (preemption)
+ends the point with an ``error`` record instead of a half-written one, and a test-only
+barrier lets N processes write their records at the same moment.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from ..config import BenchConfig, ConfigError, validate
+from ..results.records import STATUS_ERROR, STATUS_OK, Record
+from ..results.store import ResultsStore
+
+log = logging.getLogger("fastvlm_bench")
+
+#: Summary statuses of points that leave no record of this run.
+STATUS_CLAIMED = "claimed"  # another process was measuring it
+STATUS_UNAVAILABLE = "unavailable"  # its device does not exist on this machine
+
+
+def check_results_dir(cfg: BenchConfig) -> None:
+    """Bad places to write results, as config errors (before Hydra makes any folder)."""
+    if not cfg.name or cfg.name in (".", "..") or "/" in cfg.name or os.sep in cfg.name or cfg.name.startswith("."):
+        raise ConfigError(f"name must be a plain folder name, got {cfg.name!r}")
+    root = Path(cfg.results_dir)
+    for p in (root, root / cfg.name):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"results folder {p} exists and is not a folder")
+
+
+def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
+    """Measure one point unless the store already has it; returns a small summary.
+
+    The point is claimed (``records/<id>.claim``) before it is measured: a second sweep on
+    the same folder skips a point another live process is measuring, rather than timing it
+    at the same time on a shared machine and overwriting the first one's record.
+    """
+    from .scenario import DeviceUnavailableError, PointInterrupted, measure_point, resolve_point
+
+    validate(cfg)
+    check_results_dir(cfg)
+    try:
+        point = resolve_point(cfg)
+    except DeviceUnavailableError as exc:
+        if not in_grid:
+            raise
+        # not recorded: another machine sharing this folder may have the device
+        log.warning("skipped (not recorded): %s@%spx + %s: %s", cfg.encoder.name, cfg.resolution, cfg.llm.name, exc)
+        return {"point_id": None, "status": STATUS_UNAVAILABLE, "resumed": False, "message": str(exc)}
+    store = ResultsStore(Path(cfg.results_dir) / cfg.name)
+    pid = point.point_id()
+    if not cfg.force and store.is_done(pid):
+        rec = store.get(pid)
+        log.info("already measured (%s, %s): %s; use force=true to re-measure", rec.status, pid, point.label())
+        return {"point_id": pid, "status": rec.status, "resumed": True}
+    claimed, owner = store.claim(pid)
+    if not claimed:
+        who = owner.describe() if owner else "another process"
+        log.warning("skipped: %s (%s) is being measured by %s; re-run when it ends", point.label(), pid, who)
+        return {"point_id": pid, "status": STATUS_CLAIMED, "resumed": False, "message": f"claimed by {who}"}
+    try:
+        if not cfg.force and store.is_done(pid):  # finished by another process since the check above
+            rec = store.get(pid)
+            log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
+            return {"point_id": pid, "status": rec.status, "resumed": True}
+        try:
+            with _interrupt_on_sigterm():
+                rec = measure_point(cfg, point)
+        except PointInterrupted as exc:
+            _record_interruption(cfg, point, store, exc)
+            raise
+        _test_write_barrier()
+        path = store.put(rec)
+    finally:
+        store.release(pid)
+    store.consolidate()
+    if rec.status == STATUS_OK:
+        s = rec.stages
+        log.info("%s: %d tokens | vision %.1f ms | projector %.2f ms | prefill %.1f ms | TTFT %.1f ms (n=%d) -> %s",
+                 point.label(), rec.visual_tokens, s["vision_latency"].median, s["projector"].median,
+                 s["prefill"].median, s["ttft"].median, s["ttft"].n, path)
+    else:
+        log.warning("%s: %s: %s", point.label(), rec.status, rec.message)
+    return {"point_id": pid, "status": rec.status, "resumed": False}
+
+
+def fail(message: str, code: int) -> None:
+    """The one-line error of every sweep failure: ``fastvlm-bench: error: ...``, exit ``code``."""
+    print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """While measuring, SIGTERM raises ``PointInterrupted`` (the previous handler is restored).
+
+    submitit installs a handler that only logs SIGTERM (Slurm then kills the job after
+    KillWait, possibly mid-point); ours ends the point cleanly instead. Writing the record
+    after the measurement runs under the previous handler: the atomic write finishes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    from .scenario import PointInterrupted
+
+    def handler(signum, frame):
+        raise PointInterrupted(f"interrupted by {signal.Signals(signum).name} while measuring "
+                               "(preempted, cancelled or requeued); re-measured on the next run")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_interruption(cfg: BenchConfig, point, store: ResultsStore, exc: Exception) -> None:
+    """An ``error`` record saying the point was interrupted, unless a finished record exists."""
+    from .environment import environment
+    from .scenario import _now
+
+    log.warning("%s: %s", point.label(), exc)
+    if store.is_done(point.point_id()):  # force=true re-measure: keep the finished record
+        return
+    rec = Record(sweep=cfg.name, config=point, status=STATUS_ERROR, message=str(exc), env=environment(),
+                 timestamp=_now())
+    store.put(rec)
+
+
+#: Test-only knob: ``DIR:N`` makes each point, just before it writes its record, touch a file in
+#: DIR and wait until N points have arrived, so that N processes write at the same moment.
+TEST_WRITE_BARRIER_ENV = "FASTVLM_BENCH_TEST_WRITE_BARRIER"
+
+
+def _test_write_barrier(timeout_s: float = 300.0) -> None:
+    spec = os.environ.get(TEST_WRITE_BARRIER_ENV)
+    if not spec:
+        return
+    folder, n = spec.rsplit(":", 1)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{socket.gethostname()}-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(folder).iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{TEST_WRITE_BARRIER_ENV}: fewer than {n} points arrived in {timeout_s:.0f} s")
+        time.sleep(0.01)

@@ -1,0 +1,32 @@
+"""``fastvlm-bench list``: the encoders and LLMs known to the registries."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "list"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(NAME, help="encoders and LLMs known to the registry",
+                              description="List the registered encoders and LLMs.")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import ENCODERS, LLMS
+    from .materialize import count_parameters, meta_parameters
+
+    print("encoders (name: channels, stride/patch, paper resolutions):")
+    for name in ENCODERS.names():
+        s = ENCODERS.get(name)
+        res = ",".join(map(str, s.paper_resolutions)) or "-"
+        print(f"  {name:15s} {s.channels:5d} ch  {s.kind} /{s.stride:<3d} {res:16s} {s.description}")
+    print("llms (name: hidden, layers, parameters):")
+    for name in LLMS.names():
+        s = LLMS.get(name)
+        with meta_parameters():
+            n = count_parameters(s.build())
+        print(f"  {name:15s} {s.hidden_size:5d} hidden {s.config['num_hidden_layers']:3d} layers "
+              f"{n / 1e9:6.2f} B  {s.description}")
+    return 0
