@@ -1,0 +1,342 @@
+"""``fastvlm-bench compare``: is a candidate result set slower than a base one?
+
+    fastvlm-bench compare BASE CANDIDATE [--threshold 0.03] [--noise-floor 0.01] [--strict] ...
+    fastvlm-bench compare 'runs/base_*' 'runs/cand_*'          # several runs per side
+    fastvlm-bench compare BASE --baseline-encoder vit_l14       # encoder speed-ups inside one set
+
+BASE and CANDIDATE are each one or more result sets (comma-separated, or a quoted glob): sweep
+folders, ``results.csv``/``.parquet`` tables or record ``.json`` files. Each is one *run*.
+
+**Matching.** Only ``ok`` rows are compared, paired on the point keys
+(:data:`bench.results.records.POINT_KEYS`) except ``threads`` and the checkpoint's path and
+fingerprint, which describe the machine rather than the configuration (``--match-on``
+replaces the list). The same point in several runs of a side is one point with several runs.
+
+**Statistics** (:mod:`bench.regress.stats`). The ratio is candidate / base of the median (of
+run medians), with a 95 % hierarchical bootstrap interval: runs resampled, then iterations
+within runs. Scalar metrics (visual tokens, peak memory) get the exact ratio.
+
+**Verdict.** A *regression* needs both an effect worth reporting (ratio above
+``1 + threshold``, default 3 %) and one that is not noise (the whole interval above
+``1 + noise_floor``, default 1 %, the run-to-run drift the interval cannot see when a side has
+only one run). Improvements symmetrically. On a quiet 2-core machine this flags a uniform 5 %
+slowdown of one stage and nothing in repeated same-configuration runs (README, measured).
+
+**Stacks.** Ratios mix the change under test with any change of machine or software. When the
+sides differ in device, threads, dtype or the versions of torch, transformers or timm,
+``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
+partner. A different lock or installed stack (``env_lock_sha256``/``env_stack_sha256``) warns.
+
+Exit status: 1 when any regression is flagged, 0 otherwise, 2 for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..config import InputError
+from ..results.records import POINT_KEYS
+from .rows import (RUN_COLUMN, as_float, effective_match_keys, json_safe, load_results, match_rows, normalize_value,
+                   not_ok_rows, ok_rows, parse_fraction, parse_list, row_key, row_label, row_samples, varying_keys,
+                   write_output)
+from .stats import IMPROVEMENT, REGRESSION, UNDEFINED, ratio_ci, verdict
+
+#: Paired on: every point key but those describing the machine, not the configuration.
+DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
+                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint"))
+DEFAULT_THRESHOLD = 0.03
+DEFAULT_NOISE_FLOOR = 0.01
+DEFAULT_RESAMPLES = 2000
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_SEED = 0
+#: Sides that differ here are not comparable: a warning, or with --strict a refusal.
+STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transformers", "env_timm")
+#: Sides that differ here were measured on another installed stack: a warning.
+STACK_COLUMNS = ("env_lock_sha256", "env_stack_sha256")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One compared quantity: the columns holding it (first present pair wins) and samples."""
+
+    name: str
+    columns: Tuple[str, ...]
+    samples: Optional[str] = None
+    unit: str = "ms"
+    lower_is_better: bool = True
+
+
+METRICS: Dict[str, MetricSpec] = {
+    "vision_latency": MetricSpec("vision_latency", ("vision_latency_ms",), "vision_latency_samples_ms"),
+    "prefill": MetricSpec("prefill", ("prefill_ms",), "prefill_samples_ms"),
+    "ttft": MetricSpec("ttft", ("ttft_ms",), "ttft_samples_ms"),
+    "visual_tokens": MetricSpec("visual_tokens", ("visual_tokens_measured", "visual_tokens"), None, "tokens"),
+    "peak_memory": MetricSpec("peak_memory", ("peak_memory_mb", "peak_rss_mb"), None, "MB"),
+    # not compared by default, available through --metrics
+    "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
+    "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
+}
+DEFAULT_METRICS: Tuple[str, ...] = ("vision_latency", "prefill", "ttft", "visual_tokens", "peak_memory")
+SPEEDUP_METRICS: Tuple[str, ...] = ("vision_latency", "ttft")
+
+
+def metric_ratio(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[str, Any]], spec: MetricSpec,
+                 n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                 seed: int = DEFAULT_SEED) -> Optional[Dict[str, Any]]:
+    """Compare one metric of a point's runs on both sides; None when no column is filled on both."""
+    import numpy as np
+
+    column = next((c for c in spec.columns if all(as_float(r.get(c)) is not None for r in [*base_rows, *cand_rows])),
+                  None)
+    if column is None:
+        return None
+    bv = float(np.median([as_float(r.get(column)) for r in base_rows]))
+    cv = float(np.median([as_float(r.get(column)) for r in cand_rows]))
+    out: Dict[str, Any] = {"metric": spec.name, "column": column, "unit": spec.unit, "base": bv, "candidate": cv,
+                           "ratio": None, "ci_low": None, "ci_high": None, "method": "exact", "n_base": None,
+                           "n_candidate": None, "runs_base": len(base_rows), "runs_candidate": len(cand_rows),
+                           "note": ""}
+    bs = [row_samples(r, spec.samples) for r in base_rows]
+    cs = [row_samples(r, spec.samples) for r in cand_rows]
+    if spec.samples and all(bs) and all(cs):
+        try:
+            point, low, high = ratio_ci(bs, cs, n_resamples, confidence, seed)
+        except ValueError as exc:
+            out["note"] = str(exc)
+            return out
+        out.update(ratio=point, ci_low=low, ci_high=high, method="bootstrap", n_base=sum(map(len, bs)),
+                   n_candidate=sum(map(len, cs)))
+        return out
+    if spec.samples:
+        out["note"] = "no raw samples: exact ratio of medians"
+    if bv == 0:
+        if cv == 0:
+            out.update(ratio=1.0, ci_low=1.0, ci_high=1.0)
+        else:
+            out["note"] = "base value is 0: ratio undefined"
+        return out
+    out.update(ratio=cv / bv, ci_low=cv / bv, ci_high=cv / bv)
+    return out
+
+
+def side_differences(base_df, cand_df, columns: Sequence[str]) -> List[str]:
+    """One line per column whose values differ between the ok rows of the two sides."""
+    out = []
+    for col in columns:
+        if col not in base_df.columns or col not in cand_df.columns:
+            continue
+        vals = [sorted({str(normalize_value(v)) for v in (df[df["status"] == "ok"] if "status" in df else df)[col]
+                        if normalize_value(v) is not None}) for df in (base_df, cand_df)]
+        if vals[0] and vals[1] and vals[0] != vals[1]:
+            out.append(f"{col} differs: base {', '.join(vals[0])} vs candidate {', '.join(vals[1])}")
+    return out
+
+
+def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
+                   metrics: Sequence[str] = DEFAULT_METRICS, threshold: float = DEFAULT_THRESHOLD,
+                   metric_thresholds: Optional[Mapping[str, float]] = None, noise_floor: float = DEFAULT_NOISE_FLOOR,
+                   n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                   seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """Compare two results tables (each may hold several runs); returns a JSON-ready dict."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    metric_thresholds = dict(metric_thresholds or {})
+    keys, dropped = effective_match_keys(base_df, cand_df, match_on)
+    if not keys:
+        raise InputError(f"none of the match keys {', '.join(match_on)} is a column of both tables")
+    b_ok, c_ok = ok_rows(base_df), ok_rows(cand_df)
+    m = match_rows(b_ok, c_ok, keys)
+    extra = varying_keys(b_ok + c_ok, [k for k in keys if k not in ("encoder", "resolution")])
+    comparisons = []
+    for key, b_rows, c_rows in m.pairs:
+        label = row_label(b_rows[0], extra)
+        for name in metrics:
+            spec = METRICS[name]
+            res = metric_ratio(b_rows, c_rows, spec, n_resamples, confidence, seed)
+            if res is None:
+                continue
+            thr = metric_thresholds.get(name, threshold)
+            res.update(config=dict(zip(keys, key)), label=label, threshold=thr, lower_is_better=spec.lower_is_better,
+                       verdict=verdict(res["ratio"], res["ci_low"], res["ci_high"], thr, noise_floor,
+                                       spec.lower_is_better))
+            comparisons.append(res)
+
+    b_bad = {row_key(r, keys): r for r in not_ok_rows(base_df)}
+    c_bad = {row_key(r, keys): r for r in not_ok_rows(cand_df)}
+
+    def describe(rows, other_bad):
+        out = []
+        for r in rows:
+            other = other_bad.get(row_key(r, keys))
+            out.append({"config": {k: normalize_value(r.get(k)) for k in keys}, "label": row_label(r, extra),
+                        "other_side_status": normalize_value(other.get("status")) if other else None,
+                        "other_side_message": normalize_value(other.get("message")) if other else None})
+        return out
+
+    n_runs = lambda df: int(df[RUN_COLUMN].nunique()) if RUN_COLUMN in df.columns else 1  # noqa: E731
+    return json_safe({
+        "match_on": keys, "dropped_match_keys": dropped, "metrics": list(metrics), "threshold": threshold,
+        "metric_thresholds": metric_thresholds, "noise_floor": noise_floor, "resamples": n_resamples,
+        "confidence": confidence, "seed": seed, "runs_base": n_runs(base_df), "runs_candidate": n_runs(cand_df),
+        "matched": len(m.pairs), "comparisons": comparisons,
+        "regressions": sum(1 for c in comparisons if c["verdict"] == REGRESSION),
+        "improvements": sum(1 for c in comparisons if c["verdict"] == IMPROVEMENT),
+        "undefined": sum(1 for c in comparisons if c["verdict"] == UNDEFINED),
+        "unmatched_base": describe(m.unmatched_base, c_bad), "unmatched_candidate": describe(m.unmatched_candidate, b_bad),
+        "ambiguous_base": describe(m.ambiguous_base, {}), "ambiguous_candidate": describe(m.ambiguous_candidate, {}),
+        "not_ok_base": len(not_ok_rows(base_df)), "not_ok_candidate": len(not_ok_rows(cand_df)),
+        "incomparable": side_differences(base_df, cand_df, STRICT_COLUMNS),
+        "stack_differences": side_differences(base_df, cand_df, STACK_COLUMNS),
+    })
+
+
+def encoder_speedups(df, baseline_encoder: str, context_keys: Optional[Sequence[str]] = None,
+                     metrics: Sequence[str] = SPEEDUP_METRICS, n_resamples: int = DEFAULT_RESAMPLES,
+                     confidence: float = DEFAULT_CONFIDENCE, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """Each encoder's speed-up (baseline median / encoder median) over ``baseline_encoder`` inside
+    one result set, at matched resolution and at matched visual-token count (same remaining
+    configuration keys: llm, dtype, device, batch size, ...)."""
+    if "status" not in df.columns or "encoder" not in df.columns:
+        raise InputError("results table lacks 'status'/'encoder' columns")
+    if context_keys is None:
+        context_keys = [k for k in DEFAULT_MATCH_ON if k not in ("encoder", "resolution")]
+    context_keys = [k for k in context_keys if k in df.columns]
+    rows = ok_rows(df)
+    encoders = sorted({str(normalize_value(r.get("encoder"))) for r in rows})
+    base_rows = [r for r in rows if normalize_value(r.get("encoder")) == baseline_encoder]
+    if not base_rows:
+        raise InputError(f"baseline encoder {baseline_encoder!r} has no ok rows; encoders with ok rows: "
+                         f"{', '.join(encoders) or 'none'}")
+    others = [r for r in rows if normalize_value(r.get("encoder")) != baseline_encoder]
+    extra = varying_keys(rows, context_keys)
+
+    def speedup(b, o, metric):
+        res = metric_ratio([o], [b], METRICS[metric], n_resamples, confidence, seed)  # baseline / other
+        if res is None:
+            return {"speedup": None, "ci_low": None, "ci_high": None, "note": "missing"}
+        return {"speedup": res["ratio"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+                "baseline_ms": res["candidate"], "ms": res["base"], "method": res["method"], "note": res["note"]}
+
+    def entries(group_keys: List[str], mode: str) -> List[Dict[str, Any]]:
+        out = []
+        for o in others:
+            if any(normalize_value(o.get(k)) is None for k in group_keys if k in ("visual_tokens", "resolution")):
+                continue
+            for b in (b for b in base_rows if row_key(b, group_keys) == row_key(o, group_keys)):
+                e = {"mode": mode, "encoder": normalize_value(o.get("encoder")), "baseline_encoder": baseline_encoder,
+                     "context": {k: normalize_value(o.get(k)) for k in context_keys},
+                     "context_label": row_label({k: o.get(k) for k in context_keys}, extra),
+                     "resolution": normalize_value(o.get("resolution")),
+                     "baseline_resolution": normalize_value(b.get("resolution")),
+                     "visual_tokens": normalize_value(o.get("visual_tokens")),
+                     "baseline_visual_tokens": normalize_value(b.get("visual_tokens"))}
+                e.update({metric: speedup(b, o, metric) for metric in metrics})
+                out.append(e)
+        out.sort(key=lambda e: (e["context_label"], str(e["resolution"]), str(e["visual_tokens"]), str(e["encoder"])))
+        return out
+
+    return json_safe({"baseline_encoder": baseline_encoder, "encoders": encoders, "context_keys": list(context_keys),
+                      "metrics": list(metrics), "by_resolution": entries(context_keys + ["resolution"], "resolution"),
+                      "by_tokens": (entries(context_keys + ["visual_tokens"], "visual_tokens")
+                                    if "visual_tokens" in df.columns else [])})
+
+
+# ---- command line ------------------------------------------------------------------------
+def parse_threshold_overrides(items: Sequence[str]) -> Dict[str, float]:
+    """``["ttft=0.10", "prefill=0.2,peak_memory=0.1"]`` -> ``{"ttft": 0.1, ...}``."""
+    out: Dict[str, float] = {}
+    for part in (p.strip() for item in items for p in item.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in METRICS:
+            raise InputError(f"bad --metric-threshold {part!r}: expected METRIC=FRACTION with METRIC in "
+                             f"{', '.join(METRICS)}")
+        out[name.strip()] = parse_fraction(value, f"--metric-threshold {name.strip()}")
+    return out
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("compare", help="regression check between result sets (candidate / base)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("base", metavar="BASE", help="results (folder, .csv, .parquet, record .json); "
+                   "several runs: comma-separated or a quoted glob")
+    p.add_argument("candidate", metavar="CANDIDATE", nargs="?", help="as BASE (optional with --baseline-encoder)")
+    p.add_argument("--match-on", default=None, help=f"keys rows are paired on (default: {','.join(DEFAULT_MATCH_ON)})")
+    p.add_argument("--metrics", default=None, help=f"default: {','.join(DEFAULT_METRICS)}; known: {','.join(METRICS)}")
+    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD), help="smallest change reported, as a fraction "
+                   f"(default {DEFAULT_THRESHOLD})")
+    p.add_argument("--noise-floor", default=str(DEFAULT_NOISE_FLOOR), help="the interval must also clear 1 +- this "
+                   f"(default {DEFAULT_NOISE_FLOOR}: run-to-run drift a single run cannot show)")
+    p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=FRACTION",
+                   help="per-metric threshold, e.g. ttft=0.10 (repeatable)")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 2000)")
+    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="interval level (default 0.95)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
+    p.add_argument("--baseline-encoder", default=None, metavar="NAME",
+                   help="each encoder's speed-up over NAME inside BASE (and CANDIDATE if given)")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="write a Markdown report (PR comment)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON")
+    p.add_argument("--strict", action="store_true", help="refuse sides measured on different devices, threads, "
+                   "dtypes or library versions (exit 2), and fail (exit 1) when a row has no partner")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from .render import render_compare_markdown, render_compare_text, render_speedups_markdown, render_speedups_text
+
+    threshold = parse_fraction(args.threshold, "--threshold")
+    noise_floor = parse_fraction(args.noise_floor, "--noise-floor")
+    per_metric = parse_threshold_overrides(args.metric_threshold)
+    match_on = parse_list(args.match_on) if args.match_on is not None else list(DEFAULT_MATCH_ON)
+    metrics = parse_list(args.metrics) if args.metrics is not None else list(DEFAULT_METRICS)
+    unknown = [m for m in metrics if m not in METRICS]
+    if not match_on:
+        raise InputError("--match-on needs at least one key")
+    if unknown or not metrics:
+        raise InputError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
+    if args.resamples < 1 or not 0 < args.confidence < 1:
+        raise InputError("--resamples must be at least 1 and --confidence strictly between 0 and 1")
+    if args.candidate is None and not args.baseline_encoder:
+        raise InputError("CANDIDATE is required unless --baseline-encoder is given")
+
+    base_df = load_results(args.base, "BASE")
+    cand_df = load_results(args.candidate, "CANDIDATE") if args.candidate is not None else None
+    payload: Dict[str, Any] = {"base": str(args.base), "candidate": args.candidate}
+    text, md = [], []
+    rc = 0
+    if cand_df is not None:
+        bad_keys = [k for k in match_on if k not in set(base_df.columns) | set(cand_df.columns)]
+        if bad_keys:
+            raise InputError(f"--match-on key(s) {', '.join(bad_keys)} are columns of neither table")
+        result = compare_tables(base_df, cand_df, match_on, metrics, threshold, per_metric, noise_floor,
+                                args.resamples, args.confidence, args.seed)
+        if args.strict and result["incomparable"]:
+            raise InputError("refusing to compare (--strict): " + "; ".join(result["incomparable"]))
+        if result["matched"] == 0:
+            raise InputError(f"no ok rows matched between BASE and CANDIDATE on {', '.join(result['match_on'])}")
+        payload["comparison"] = result
+        text.append(render_compare_text(result, args.base, args.candidate))
+        md.append(render_compare_markdown(result, args.base, args.candidate))
+        if result["regressions"] or (args.strict and (result["unmatched_base"] or result["unmatched_candidate"])):
+            rc = 1
+    if args.baseline_encoder:
+        payload["encoder_speedups"] = {}
+        for side, name, df in [("base", args.base, base_df)] + ([("candidate", args.candidate, cand_df)]
+                                                                 if cand_df is not None else []):
+            sp = encoder_speedups(df, args.baseline_encoder, n_resamples=args.resamples, confidence=args.confidence,
+                                  seed=args.seed)
+            payload["encoder_speedups"][side] = sp
+            text.append(render_speedups_text(sp, name if cand_df is not None else ""))
+            md.append(render_speedups_markdown(sp, name if cand_df is not None else ""))
+    payload["exit_status"] = rc
+    print("\n\n".join(text))
+    if args.markdown:
+        write_output(args.markdown, "\n".join(md))
+    if args.json:
+        write_output(args.json, json.dumps(json_safe(payload), indent=1) + "\n")
+    return rc
