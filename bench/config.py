@@ -9,11 +9,41 @@ class (:class:`InputError`) and where the package's own files are (:func:`sweeps
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class _Choice(str, Enum):
+    """A fixed set of string values that OmegaConf checks (``dtype=bf16``: the member's name is
+    its value). A ``str`` subclass that prints as its value, so it compares equal to the plain
+    strings the rest of the code and the records use (``"bf16"``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Dtype(_Choice):
+    auto = "auto"  # bf16 on CUDA, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Attention(_Choice):
+    sdpa = "sdpa"
+    eager = "eager"
+
+
+class TimingMode(_Choice):
+    pipelined = "pipelined"
+    isolated = "isolated"  # synchronise around every stage
 
 
 @dataclass
@@ -48,7 +78,7 @@ class TimingConf:
     target: float = 0.02  # stop once the median's 95 % interval is within +-target
     confidence: float = 0.95
     target_stage: str = "ttft"
-    mode: str = "pipelined"  # pipelined | isolated (synchronise around every stage)
+    mode: TimingMode = TimingMode.pipelined  # pipelined | isolated (synchronise around every stage)
 
     def problems(self) -> List[str]:
         out = []
@@ -66,8 +96,8 @@ class TimingConf:
             out.append(f"timing.max_seconds must be positive, got {self.max_seconds}")
         if self.target <= 0 or not 0 < self.confidence < 1:
             out.append("timing.target must be > 0 and timing.confidence in (0, 1)")
-        if self.mode not in ("pipelined", "isolated"):
-            out.append(f"timing.mode must be pipelined or isolated, got {self.mode!r}")
+        if self.mode not in [m.value for m in TimingMode]:  # OmegaConf checks it; a TimingConf made in code may not
+            out.append(f"timing.mode must be pipelined or isolated, got {str(self.mode)!r}")
         return out
 
 
@@ -83,10 +113,10 @@ class BenchConfig:
     llm: LLMConf = field(default_factory=LLMConf)
     resolution: int = 1024  # square input, pixels
     device: str = "auto"  # cpu | cuda | cuda:N | auto
-    dtype: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
+    dtype: Dtype = Dtype.auto  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
     batch_size: int = 1
     prompt_tokens: int = 32  # text tokens after the visual tokens
-    attn_implementation: str = "sdpa"  # sdpa | eager
+    attn_implementation: Attention = Attention.sdpa  # sdpa | eager
     compile: bool = False  # torch.compile every stage (compile time recorded apart)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
@@ -111,8 +141,8 @@ class BenchConfig:
     reports_dir: str = "reports"
 
 
-VALID_DTYPES = ("auto", "fp32", "bf16", "fp16")
-VALID_ATTN = ("sdpa", "eager")
+VALID_DTYPES = tuple(m.value for m in Dtype)
+VALID_ATTN = tuple(m.value for m in Attention)
 
 
 class InputError(ValueError):
@@ -141,10 +171,12 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.extra_work_stage not in (None, "preprocess", "vision_latency", "projector", "prefill"):
         problems.append(f"extra_work_stage must be preprocess, vision_latency, projector or prefill, "
                         f"got {cfg.extra_work_stage!r}")
+    # OmegaConf checks these from the command line; a BenchConfig made in code is checked here
     if cfg.dtype not in VALID_DTYPES:
-        problems.append(f"dtype must be one of {', '.join(VALID_DTYPES)}, got {cfg.dtype!r}")
+        problems.append(f"dtype must be one of {', '.join(VALID_DTYPES)}, got {str(cfg.dtype)!r}")
     if cfg.attn_implementation not in VALID_ATTN:
-        problems.append(f"attn_implementation must be one of {', '.join(VALID_ATTN)}, got {cfg.attn_implementation!r}")
+        problems.append(f"attn_implementation must be one of {', '.join(VALID_ATTN)}, "
+                        f"got {str(cfg.attn_implementation)!r}")
     if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
         problems.append(f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):

@@ -70,6 +70,20 @@ def test_primary_metrics_and_scaling(tmp_path):
     assert set(rep.rows["encoder"]) == {"fastvithd"} and set(rep.rows["llm"]) == {"qwen2_0.5b"}
     assert set(rep.rows["resolution"]) == {1024} and set(rep.rows["source"]) == {"lmms-eval"}
     assert rep.rows["origin"].str.endswith("_results.json").all()
+    # known tasks use their declared scale; only the unknown one is guessed, and the import says so
+    guessed = [n for n in rep.notes if "scale guessed" in n]
+    assert len(guessed) == 1 and "my_custom_task" in guessed[0], rep.notes
+
+
+def test_declared_scale_is_used_not_guessed():
+    # a percent task with a small score stays a small percentage (the old guess made it 80 %)
+    assert primary_metric("mmvet", {"gpt_eval_score,none": 0.8}) == ("mmvet", "gpt_eval_score", 0.8)
+    # a fraction task cannot report more than 1: the declared scale is checked, not bent
+    with pytest.raises(ValueError, match="not a fraction"):
+        primary_metric("gqa", {"exact_match,none": 61.2})
+    notes = []
+    assert primary_metric("odd_task", {"score,none": 42.0}, notes)[2] == 42.0
+    assert len(notes) == 1 and "scale guessed for task odd_task" in notes[0]
 
 
 def test_ambiguous_and_non_percent_tasks_are_reported():

@@ -9,7 +9,8 @@ from bench.accuracy.schema import ACCURACY_COLUMNS, AccuracyFormatError, read_ac
 from bench.analysis.join import join_efficiency_accuracy
 from bench.analysis.pareto import AVG5, avg_accuracy, pareto_front
 from bench.analysis.reference import (paper_accuracy_long, paper_encoder_table, paper_points, paper_vlm_points,
-                             paper_vlm_table)
+                                      paper_vlm_table)
+from bench.results.records import PointConfig, Record, StageStats
 
 
 def _pts(xy, index=None):
@@ -117,14 +118,21 @@ def test_avg5_reproduces_paper_avg5_column():
     assert r5.accuracy.iloc[0] == pytest.approx(np.mean([62.7, 65.8, 86.2, 79.1, 69.3]))
 
 
+def _row(encoder, resolution, status, ttft_ms=None, dtype="fp16"):
+    """A results-table row as the store writes it: ``Record(...).to_row()``."""
+    cfg = PointConfig(encoder=encoder, resolution=resolution, llm="qwen2_0.5b", dtype=dtype, device="cuda",
+                      batch_size=1)
+    rec = Record(sweep="t", config=cfg, status=status)
+    if ttft_ms is not None:
+        rec.stages = {"ttft": StageStats(median=ttft_ms, mean=ttft_ms, p10=ttft_ms, p90=ttft_ms, iqr=0.0, std=0.0,
+                                         n=1, samples=[ttft_ms])}
+    return rec.to_row()
+
+
 def _results():
-    base = dict(dtype="float16", device="cuda", batch_size=1)
-    rows = [dict(encoder="fastvithd", resolution=512, llm="qwen2_0.5b", status="ok", ttft_ms=40.0, **base),
-            dict(encoder="fastvithd", resolution=1024, llm="qwen2_0.5b", status="ok", ttft_ms=90.0, **base),
-            dict(encoder="fastvithd", resolution=768, llm="qwen2_0.5b", status="ok", ttft_ms=60.0, **base),
-            dict(encoder="vit_l14", resolution=336, llm="qwen2_0.5b", status="error", ttft_ms=None, **base),
-            dict(encoder="fastvithd", resolution=512, llm="qwen2_0.5b", status="skipped", ttft_ms=None,
-                 **{**base, "dtype": "float32"})]
+    rows = [_row("fastvithd", 512, "ok", 40.0), _row("fastvithd", 1024, "ok", 90.0),
+            _row("fastvithd", 768, "ok", 60.0), _row("vit_l14", 336, "error"),
+            _row("fastvithd", 512, "skipped", dtype="fp32")]
     return pd.DataFrame(rows)
 
 

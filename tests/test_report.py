@@ -34,7 +34,7 @@ def _stats(ms: float) -> StageStats:
 
 
 def _record(sweep, encoder, res, llm, tokens, vision, prefill, status=STATUS_OK, message=""):
-    cfg = PointConfig(encoder=encoder, resolution=res, llm=llm, dtype="bfloat16", device="cpu", threads=2)
+    cfg = PointConfig(encoder=encoder, resolution=res, llm=llm, dtype="bf16", device="cpu", threads=2)
     rec = Record(sweep=sweep, config=cfg, status=status, message=message, env=dict(ENV),
                  device_info={"name": "Test CPU"}, timestamp="2025-01-01T00:00:00")
     if status == STATUS_OK:
@@ -60,7 +60,8 @@ def make_sweep(root: Path, name: str = "demo") -> Path:
     store.put(_record(name, "vit_l14", 672, "qwen2_1.5b", 2880, 0, 0, status=STATUS_ERROR,
                       message="CUDA out of memory while allocating 12.00 GiB"))
     store.put(_record(name, "siglip_so400m", 1152, "qwen2_1.5b", 0, 0, 0, status=STATUS_SKIPPED,
-                      message="skipped: exceeds --max-visual-tokens 4096"))
+                      message="siglip_so400m+qwen2_1.5b needs ~4.1 GiB for parameters in bf16 on cpu, "
+                              "only 2.0 GiB available"))
     store.consolidate()
     return sweep_dir
 
@@ -143,7 +144,7 @@ def test_html_self_contained(rendered):
     assert "<script" not in text
     # Paper layer labelled; error/skipped listed with messages; environment shown.
     assert "paper-reported" in text and "not measured here" in text
-    assert "CUDA out of memory" in text and "exceeds --max-visual-tokens" in text
+    assert "CUDA out of memory" in text and "GiB available" in text
     assert "Test CPU" in text and "bfloat16" in text and "2.5.1" in text
     # Unmatched accuracy row reported, incomplete avg5 flagged.
     assert "convnext_l" in text

@@ -13,7 +13,10 @@ folder is empty for models without ``pretrained=``/``model=``... in model_args, 
 Each task gives one row: its *primary* metric (:data:`TASKS`: GQA/TextVQA/VQAv2/ScienceQA
 ``exact_match``, POPE ``pope_accuracy``, DocVQA ``anls``, ChartQA ``relaxed_overall``, MMMU
 ``mmmu_acc``, SEED-Bench ``seed_image``, ...; unknown tasks: the single numeric metric, or a
-common accuracy name), filter ``none`` preferred, values in 0-1 scaled to percent.
+common accuracy name), filter ``none`` preferred, converted to percent with the scale the task
+declares in :data:`TASKS` (lmms-eval reports most tasks as fractions, GPT-judged ones such as
+MM-Vet in percent). For a task not in TASKS the scale is guessed from the value (0-1: a
+fraction) and the import says so in a note.
 
 Rows are keyed to (encoder, resolution, llm) from the ``fastvlm_bench`` plugin's model_args, or
 from a mapping file (any model), whose first matching entry wins::
@@ -41,52 +44,60 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from .schema import ACCURACY_COLUMNS, normalize_accuracy
+from .schema import ACCURACY_COLUMNS, FRACTION, PERCENT, normalize_accuracy, to_percent
 
 SOURCE = "lmms-eval"
 PathLike = Union[str, Path]
 
-#: lmms-eval task name -> (canonical benchmark, primary metrics in order of preference)
-TASKS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "gqa": ("gqa", ("exact_match",)),
-    "textvqa": ("textvqa", ("exact_match",)),
-    "textvqa_val": ("textvqa", ("exact_match",)),
-    "textvqa_test": ("textvqa", ("exact_match", "submission")),
-    "pope": ("pope", ("pope_accuracy", "pope_f1_score")),
-    "pope_full": ("pope", ("pope_accuracy", "pope_f1_score")),
-    "pope_adv": ("pope_adv", ("pope_accuracy", "pope_f1_score")),
-    "pope_pop": ("pope_pop", ("pope_accuracy", "pope_f1_score")),
-    "pope_random": ("pope_random", ("pope_accuracy", "pope_f1_score")),
-    "docvqa": ("docvqa", ("anls",)),
-    "docvqa_val": ("docvqa", ("anls",)),
-    "docvqa_test": ("docvqa", ("anls",)),
-    "chartqa": ("chartqa", ("relaxed_overall",)),
-    "chartqa_lite": ("chartqa", ("relaxed_overall",)),
-    "mmmu": ("mmmu", ("mmmu_acc",)),
-    "mmmu_val": ("mmmu", ("mmmu_acc",)),
-    "seedbench": ("seedbench_img", ("seed_image", "seed_all")),
-    "seedbench_lite": ("seedbench_img", ("seed_image", "seed_all")),
-    "vqav2": ("vqav2", ("exact_match",)),
-    "vqav2_val": ("vqav2", ("exact_match",)),
-    "vqav2_test": ("vqav2", ("exact_match", "submission")),
-    "scienceqa": ("sqa", ("exact_match",)),
-    "scienceqa_img": ("sqa", ("exact_match",)),
-    "scienceqa_full": ("sqa", ("exact_match",)),
-    "mmvet": ("mmvet", ("gpt_eval_score",)),
-    "llava_in_the_wild": ("llava_bench_w", ("gpt_eval_llava_all",)),
-    "ai2d": ("ai2d", ("exact_match",)),
-    "ok_vqa_val2014": ("okvqa", ("exact_match",)),
-    "vizwiz_vqa_val": ("vizwiz", ("exact_match",)),
-    "realworldqa": ("realworldqa", ("exact_match",)),
-    "infovqa_val": ("infovqa", ("anls",)),
-    "ocrbench": ("ocrbench", ("ocrbench_accuracy",)),
-    "mmbench_en_dev": ("mmbench_en", ("gpt_eval_score",)),
-    "mmstar": ("mmstar", ("average",)),
-    "mathvista_testmini": ("mathvista", ("gpt_eval_score",)),
+
+class Task(NamedTuple):
+    benchmark: str  # canonical benchmark name in the long format
+    metrics: Tuple[str, ...]  # primary metrics, in order of preference
+    scale: str  # FRACTION or PERCENT: how lmms-eval reports the metric
+
+
+#: lmms-eval task name -> its benchmark, primary metrics and scale. GPT-judged tasks (MM-Vet,
+#: LLaVA-Bench, MMBench, MathVista) report percent; the others report fractions.
+TASKS: Dict[str, Task] = {
+    "gqa": Task("gqa", ("exact_match",), FRACTION),
+    "textvqa": Task("textvqa", ("exact_match",), FRACTION),
+    "textvqa_val": Task("textvqa", ("exact_match",), FRACTION),
+    "textvqa_test": Task("textvqa", ("exact_match", "submission"), FRACTION),
+    "pope": Task("pope", ("pope_accuracy", "pope_f1_score"), FRACTION),
+    "pope_full": Task("pope", ("pope_accuracy", "pope_f1_score"), FRACTION),
+    "pope_adv": Task("pope_adv", ("pope_accuracy", "pope_f1_score"), FRACTION),
+    "pope_pop": Task("pope_pop", ("pope_accuracy", "pope_f1_score"), FRACTION),
+    "pope_random": Task("pope_random", ("pope_accuracy", "pope_f1_score"), FRACTION),
+    "docvqa": Task("docvqa", ("anls",), FRACTION),
+    "docvqa_val": Task("docvqa", ("anls",), FRACTION),
+    "docvqa_test": Task("docvqa", ("anls",), FRACTION),
+    "chartqa": Task("chartqa", ("relaxed_overall",), FRACTION),
+    "chartqa_lite": Task("chartqa", ("relaxed_overall",), FRACTION),
+    "mmmu": Task("mmmu", ("mmmu_acc",), FRACTION),
+    "mmmu_val": Task("mmmu", ("mmmu_acc",), FRACTION),
+    "seedbench": Task("seedbench_img", ("seed_image", "seed_all"), FRACTION),
+    "seedbench_lite": Task("seedbench_img", ("seed_image", "seed_all"), FRACTION),
+    "vqav2": Task("vqav2", ("exact_match",), FRACTION),
+    "vqav2_val": Task("vqav2", ("exact_match",), FRACTION),
+    "vqav2_test": Task("vqav2", ("exact_match", "submission"), FRACTION),
+    "scienceqa": Task("sqa", ("exact_match",), FRACTION),
+    "scienceqa_img": Task("sqa", ("exact_match",), FRACTION),
+    "scienceqa_full": Task("sqa", ("exact_match",), FRACTION),
+    "mmvet": Task("mmvet", ("gpt_eval_score",), PERCENT),
+    "llava_in_the_wild": Task("llava_bench_w", ("gpt_eval_llava_all",), PERCENT),
+    "ai2d": Task("ai2d", ("exact_match",), FRACTION),
+    "ok_vqa_val2014": Task("okvqa", ("exact_match",), FRACTION),
+    "vizwiz_vqa_val": Task("vizwiz", ("exact_match",), FRACTION),
+    "realworldqa": Task("realworldqa", ("exact_match",), FRACTION),
+    "infovqa_val": Task("infovqa", ("anls",), FRACTION),
+    "ocrbench": Task("ocrbench", ("ocrbench_accuracy",), FRACTION),
+    "mmbench_en_dev": Task("mmbench_en", ("gpt_eval_score",), PERCENT),
+    "mmstar": Task("mmstar", ("average",), FRACTION),
+    "mathvista_testmini": Task("mathvista", ("gpt_eval_score",), PERCENT),
 }
 #: metric names taken as "the accuracy" of a task not listed in TASKS (in this order)
 GENERIC_PRIMARY = ("exact_match", "accuracy", "acc", "anls", "relaxed_overall", "score")
@@ -258,18 +269,24 @@ def _numeric_metrics(task_results: dict) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def primary_metric(task: str, task_results: dict) -> Tuple[str, str, float]:
-    """``(benchmark, metric, percent)`` for one task's results; raises ValueError if unclear."""
+def primary_metric(task: str, task_results: dict, notes: Optional[List[str]] = None) -> Tuple[str, str, float]:
+    """``(benchmark, metric, percent)`` for one task's results; raises ValueError if unclear.
+
+    A task in :data:`TASKS` is converted with its declared scale. For any other task the
+    scale is guessed (a value in [0, 1] is taken as a fraction) and a note saying so is
+    appended to ``notes``.
+    """
     base = task.lower()
     if base in NOT_PERCENT:
         raise ValueError(f"task {task}: {NOT_PERCENT[base]}; not imported")
     metrics = _numeric_metrics(task_results)
     if not metrics:
         raise ValueError(f"task {task}: no numeric metric in {sorted(task_results)[:8]}")
-    benchmark, preferred = TASKS.get(base, (base, GENERIC_PRIMARY))
+    known = TASKS.get(base)
+    benchmark, preferred = (known.benchmark, known.metrics) if known else (base, GENERIC_PRIMARY)
     metric = next((m for m in preferred if m in metrics), None)
     if metric is None:
-        if base not in TASKS and len(metrics) == 1:
+        if known is None and len(metrics) == 1:
             metric = next(iter(metrics))
         else:
             raise ValueError(f"task {task}: none of the expected metrics {list(preferred)} in results "
@@ -277,10 +294,18 @@ def primary_metric(task: str, task_results: dict) -> Tuple[str, str, float]:
     by_filter = metrics[metric]
     flt = "none" if "none" in by_filter else sorted(by_filter)[0]
     value = by_filter[flt]
-    if 0.0 <= value <= 1.0:
+    if known is not None:
+        value = to_percent(value, known.scale, f"task {task}: {metric}")
+    elif 0.0 <= value <= 1.0:
         value *= 100.0
-    if not 0.0 <= value <= 100.0:
+        if notes is not None:
+            notes.append(f"scale guessed for task {task}: {metric} = {by_filter[flt]} taken as a fraction "
+                         "(add the task to bench.accuracy.lmms_import.TASKS to declare its scale)")
+    elif not 0.0 <= value <= 100.0:
         raise ValueError(f"task {task}: {metric} = {by_filter[flt]} is not a fraction or a percentage")
+    elif notes is not None:
+        notes.append(f"scale guessed for task {task}: {metric} = {value} taken as a percentage "
+                     "(add the task to bench.accuracy.lmms_import.TASKS to declare its scale)")
     name = metric if flt == "none" else f"{metric},{flt}"
     return benchmark, name, value
 
@@ -349,7 +374,7 @@ def import_results(paths: Iterable[PathLike], mapping: Union[None, PathLike, Seq
                 problems.append(f"{f}: task {task}: results are not an object")
                 continue
             try:
-                bench, metric, value = primary_metric(task, task_results)
+                bench, metric, value = primary_metric(task, task_results, notes)
             except ValueError as exc:
                 problems.append(f"{f}: {exc}")
                 continue
@@ -365,7 +390,8 @@ def import_results(paths: Iterable[PathLike], mapping: Union[None, PathLike, Seq
                          f"{r['benchmark']} ({r['_task']}) from {r['origin']}")
         df = df[~dup]
     df = normalize_accuracy(df.drop(columns=["_stamp", "_task"]), where="lmms-eval import")
-    return ImportReport(rows=df, files_read=read, problems=problems, notes=notes, empty_paths=empty)
+    return ImportReport(rows=df, files_read=read, problems=problems, notes=list(dict.fromkeys(notes)),
+                        empty_paths=empty)
 
 
 def merge_into(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,22 @@ SOURCES = ("lmms-eval", "paper-reported", "user")
 SOURCE_PAPER = "paper-reported"
 
 
+#: How a harness reports a task's score: a fraction in [0, 1] or a percentage in [0, 100].
+#: The long format stores percent; :func:`to_percent` converts.
+FRACTION = "fraction"
+PERCENT = "percent"
+
+
+def to_percent(value: float, scale: str, what: str) -> float:
+    """``value`` on ``scale`` as a percentage; a value outside the scale's range is an error
+    naming ``what`` (a wrong declared scale must not pass silently)."""
+    top = 1.0 if scale == FRACTION else 100.0
+    if not 0.0 <= value <= top:
+        raise ValueError(f"{what} = {value} is not a {'fraction in [0, 1]' if scale == FRACTION else 'percentage'}"
+                         f" (declared scale: {scale})")
+    return value * 100.0 / top
+
+
 class AccuracyFormatError(ValueError):
     """An accuracy table does not follow the long format."""
 

@@ -93,15 +93,15 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
         dev = resolve_device(cfg.device)
     except ValueError as exc:
         raise DeviceUnavailableError(str(exc)) from None
-    dt = resolve_dtype(cfg.dtype, dev)
+    dt = resolve_dtype(str(cfg.dtype), dev)
     cuda = dev.type == "cuda"
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
     return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
-                       prompt_tokens=cfg.prompt_tokens, attn_implementation=cfg.attn_implementation,
+                       prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
                        compile=bool(cfg.compile), compile_mode=cfg.compile_mode,
                        preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
-                       timing_mode=cfg.timing.mode, tf32=bool(cfg.tf32) if cuda else None,
+                       timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
                        channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
                        checkpoint_fingerprint=fingerprint,
