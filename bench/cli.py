@@ -52,25 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_regress_parsers(sub) -> None:
-    """``compare`` and ``gate`` (:mod:`bench.regress`)."""
-    try:
-        from .regress import compare, gate
+    """``compare`` and ``gate`` (:mod:`bench.regress`), imported here only: nothing else in the
+    CLI needs them."""
+    from .regress import compare, gate
 
-        compare.add_parser(sub)
-        gate.add_parser(sub)
-    except (ImportError, AttributeError):
-        # until bench/regress/{compare,gate}.py exist: the old modules, through an adapter
-        for name, what in (("compare", "regression check between two result sets"), ("gate", "the CI baseline gate")):
-            p = sub.add_parser(name, help=what, add_help=False, prefix_chars="\0")
-            p.add_argument("argv", nargs=argparse.REMAINDER)
-            p.set_defaults(func=_legacy_regress)
-
-
-def _legacy_regress(args: argparse.Namespace) -> int:
-    """Adapter to the old ``bench.compare.main``/``bench.gate.main`` (argv in, status out)."""
-    import importlib
-
-    return importlib.import_module(f"bench.{args.command}").main(args.argv)
+    compare.add_parser(sub)
+    gate.add_parser(sub)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

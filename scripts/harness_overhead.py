@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv):
+    from bench.results.io import atomic_write_text
     from bench.results.store import load_table
 
     out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
@@ -57,7 +58,7 @@ def main(argv):
     summary = {"total_s": total, "timed_s": timed, "build_s": build, "untimed_passes_s": untimed_passes,
                "compile_s": compile_s, "other_s": rest, "points": len(df),
                "build_s_per_point": df.set_index(["encoder", "resolution", "llm"]).build_s.to_dict()}
-    (out_dir / "overhead.json").write_text(json.dumps({k: (v if not isinstance(v, dict) else
+    atomic_write_text(out_dir / "overhead.json", json.dumps({k: (v if not isinstance(v, dict) else
                                                            {str(kk): vv for kk, vv in v.items()})
                                                        for k, v in summary.items()}, indent=1))
     print(f"\nrecords and overhead.json in {out_dir}")

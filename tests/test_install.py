@@ -64,7 +64,8 @@ def test_wheel_bundles_config_tree_and_lock(wheel_env):
     names = set(zipfile.ZipFile(wheel_env["wheel"]).namelist())
     for required in ("bench/_bundled/sweeps/config.yaml", "bench/_bundled/sweeps/sweep/default.yaml",
                      "bench/_bundled/sweeps/gate/ci_baseline.yaml", "bench/_bundled/constraints/lock.txt",
-                     "bench/_bundled/constraints/lock-base.txt", "bench/data/reference/fastvlm_paper_vlm.csv"):
+                     "bench/_bundled/constraints/lock-base.txt", "bench/data/reference/fastvlm_paper_vlm.csv",
+                     "bench/report/templates/report.html.j2", "bench/report/templates/report.md.j2"):
         assert required in names, f"{required} missing from {wheel_env['wheel'].name}"
     where = _run([str(wheel_env["py"]), "-c", "import bench, bench.config as r; print(bench.__file__); "
                   "print(r.sweeps_dir())"], cwd=wheel_env["work"], env=wheel_env["env"]).stdout.split()

@@ -60,44 +60,40 @@ class Task(NamedTuple):
     scale: str  # FRACTION or PERCENT: how lmms-eval reports the metric
 
 
-#: lmms-eval task name -> its benchmark, primary metrics and scale. GPT-judged tasks (MM-Vet,
-#: LLaVA-Bench, MMBench, MathVista) report percent; the others report fractions.
+#: lmms-eval tasks: task name(s) | canonical benchmark | primary metrics, in order of preference |
+#: the scale lmms-eval reports them in. GPT-judged tasks (MM-Vet, LLaVA-Bench, MMBench,
+#: MathVista) report percent; the others report fractions.
+_TASK_TABLE = """
+gqa                                         | gqa           | exact_match                  | fraction
+textvqa textvqa_val                         | textvqa       | exact_match                  | fraction
+textvqa_test                                | textvqa       | exact_match submission       | fraction
+pope pope_full                              | pope          | pope_accuracy pope_f1_score  | fraction
+pope_adv                                    | pope_adv      | pope_accuracy pope_f1_score  | fraction
+pope_pop                                    | pope_pop      | pope_accuracy pope_f1_score  | fraction
+pope_random                                 | pope_random   | pope_accuracy pope_f1_score  | fraction
+docvqa docvqa_val docvqa_test               | docvqa        | anls                         | fraction
+chartqa chartqa_lite                        | chartqa       | relaxed_overall              | fraction
+mmmu mmmu_val                               | mmmu          | mmmu_acc                     | fraction
+seedbench seedbench_lite                    | seedbench_img | seed_image seed_all          | fraction
+vqav2 vqav2_val                             | vqav2         | exact_match                  | fraction
+vqav2_test                                  | vqav2         | exact_match submission       | fraction
+scienceqa scienceqa_img scienceqa_full      | sqa           | exact_match                  | fraction
+mmvet                                       | mmvet         | gpt_eval_score               | percent
+llava_in_the_wild                           | llava_bench_w | gpt_eval_llava_all           | percent
+ai2d                                        | ai2d          | exact_match                  | fraction
+ok_vqa_val2014                              | okvqa         | exact_match                  | fraction
+vizwiz_vqa_val                              | vizwiz        | exact_match                  | fraction
+realworldqa                                 | realworldqa   | exact_match                  | fraction
+infovqa_val                                 | infovqa       | anls                         | fraction
+ocrbench                                    | ocrbench      | ocrbench_accuracy            | fraction
+mmbench_en_dev                              | mmbench_en    | gpt_eval_score               | percent
+mmstar                                      | mmstar        | average                      | fraction
+mathvista_testmini                          | mathvista     | gpt_eval_score               | percent
+"""
 TASKS: Dict[str, Task] = {
-    "gqa": Task("gqa", ("exact_match",), FRACTION),
-    "textvqa": Task("textvqa", ("exact_match",), FRACTION),
-    "textvqa_val": Task("textvqa", ("exact_match",), FRACTION),
-    "textvqa_test": Task("textvqa", ("exact_match", "submission"), FRACTION),
-    "pope": Task("pope", ("pope_accuracy", "pope_f1_score"), FRACTION),
-    "pope_full": Task("pope", ("pope_accuracy", "pope_f1_score"), FRACTION),
-    "pope_adv": Task("pope_adv", ("pope_accuracy", "pope_f1_score"), FRACTION),
-    "pope_pop": Task("pope_pop", ("pope_accuracy", "pope_f1_score"), FRACTION),
-    "pope_random": Task("pope_random", ("pope_accuracy", "pope_f1_score"), FRACTION),
-    "docvqa": Task("docvqa", ("anls",), FRACTION),
-    "docvqa_val": Task("docvqa", ("anls",), FRACTION),
-    "docvqa_test": Task("docvqa", ("anls",), FRACTION),
-    "chartqa": Task("chartqa", ("relaxed_overall",), FRACTION),
-    "chartqa_lite": Task("chartqa", ("relaxed_overall",), FRACTION),
-    "mmmu": Task("mmmu", ("mmmu_acc",), FRACTION),
-    "mmmu_val": Task("mmmu", ("mmmu_acc",), FRACTION),
-    "seedbench": Task("seedbench_img", ("seed_image", "seed_all"), FRACTION),
-    "seedbench_lite": Task("seedbench_img", ("seed_image", "seed_all"), FRACTION),
-    "vqav2": Task("vqav2", ("exact_match",), FRACTION),
-    "vqav2_val": Task("vqav2", ("exact_match",), FRACTION),
-    "vqav2_test": Task("vqav2", ("exact_match", "submission"), FRACTION),
-    "scienceqa": Task("sqa", ("exact_match",), FRACTION),
-    "scienceqa_img": Task("sqa", ("exact_match",), FRACTION),
-    "scienceqa_full": Task("sqa", ("exact_match",), FRACTION),
-    "mmvet": Task("mmvet", ("gpt_eval_score",), PERCENT),
-    "llava_in_the_wild": Task("llava_bench_w", ("gpt_eval_llava_all",), PERCENT),
-    "ai2d": Task("ai2d", ("exact_match",), FRACTION),
-    "ok_vqa_val2014": Task("okvqa", ("exact_match",), FRACTION),
-    "vizwiz_vqa_val": Task("vizwiz", ("exact_match",), FRACTION),
-    "realworldqa": Task("realworldqa", ("exact_match",), FRACTION),
-    "infovqa_val": Task("infovqa", ("anls",), FRACTION),
-    "ocrbench": Task("ocrbench", ("ocrbench_accuracy",), FRACTION),
-    "mmbench_en_dev": Task("mmbench_en", ("gpt_eval_score",), PERCENT),
-    "mmstar": Task("mmstar", ("average",), FRACTION),
-    "mathvista_testmini": Task("mathvista", ("gpt_eval_score",), PERCENT),
+    task: Task(bench, tuple(metrics.split()), {"fraction": FRACTION, "percent": PERCENT}[scale])
+    for tasks, bench, metrics, scale in (map(str.strip, line.split("|")) for line in _TASK_TABLE.strip().splitlines())
+    for task in tasks.split()
 }
 #: metric names taken as "the accuracy" of a task not listed in TASKS (in this order)
 GENERIC_PRIMARY = ("exact_match", "accuracy", "acc", "anls", "relaxed_overall", "score")

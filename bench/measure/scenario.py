@@ -77,7 +77,7 @@ def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[st
 class PointInterrupted(Exception):
     """SIGTERM arrived while a point was being measured (Slurm preemption, scancel, requeue).
 
-    Raised by the handler :func:`bench.app.run_point` installs, so the point stops at once and
+    Raised by the handler :func:`bench.measure.runner.run_point` installs, so the point stops at once and
     no ``ok`` record is written. An Exception (not a BaseException) so that submitit still
     writes its result file and the sweep's driver learns that the job ended.
     """
@@ -181,7 +181,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
-        if isinstance(exc, PointInterrupted):  # SIGTERM (bench.app.run_point): the point ends here
+        if isinstance(exc, PointInterrupted):  # SIGTERM (bench.measure.runner.run_point): the point ends here
             raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
