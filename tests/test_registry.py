@@ -40,3 +40,31 @@ def test_meta_build_of_7b_is_fast_and_allocates_nothing():
     assert all(p.dim() == 1 for p in real)  # only norm vectors stay real; every matrix is on meta
     assert sum(p.numel() for p in real) < 1e6
     assert psutil.Process().memory_info().rss - rss0 < 2 * 2**30
+
+
+def test_meta_parameters_only_affect_the_calling_thread():
+    """The meta-device build patches a process-wide hook; another thread building a model at the
+    same time still gets real parameters, and the hook is restored afterwards."""
+    import threading
+
+    from torch import nn
+
+    original = nn.Module.register_parameter
+    inside, built = threading.Event(), threading.Event()
+    other = {}
+
+    def build_elsewhere():
+        inside.wait(10)
+        other["linear"] = nn.Linear(4, 4)
+        built.set()
+
+    t = threading.Thread(target=build_elsewhere)
+    t.start()
+    with meta_parameters():
+        inside.set()
+        built.wait(10)
+        mine = nn.Linear(4, 4)
+    t.join()
+    assert mine.weight.device.type == "meta"
+    assert other["linear"].weight.device.type == "cpu"
+    assert nn.Module.register_parameter is original

@@ -82,6 +82,10 @@ def test_unknown_encoder_and_bad_values_are_clear_errors(results_dir):
     assert p.returncode == 2
     assert "batch_size must be a positive whole number" in p.stderr and "timing.min_repeats" in p.stderr
     assert "Traceback" not in p.stderr
+    # enum fields: OmegaConf rejects the value and lists the valid ones, still one line, exit 2
+    p = run_cli([*TINY, "name=x", f"results_dir={results_dir}", "encoder=tiny_vit", "dtype=bfloat16"])
+    errors = [ln for ln in p.stderr.splitlines() if "error:" in ln]
+    assert p.returncode == 2 and len(errors) == 1 and "bfloat16" in errors[0] and "bf16" in errors[0], p.stderr
 
 
 def test_resume_after_interrupted_sweep(results_dir):

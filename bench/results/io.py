@@ -1,11 +1,13 @@
 """The one place the project writes files: atomically, and with one-line errors.
 
-Every file fastvlm-bench writes (records, the results tables, claims' errors, the accuracy
-CSV, reports, compare/gate outputs, the lmms-eval plugin's timings, test checkpoints) goes
+Every file fastvlm-bench writes (records, the results tables, the accuracy CSV, reports and
+their figures, compare/gate outputs, the lmms-eval plugin's timings, test checkpoints) goes
 through :func:`atomic_write_bytes`/:func:`atomic_write_text`: a temporary name in the same
 folder, flushed, fsynced and renamed over the target, so a crash leaves either the old file or
 the new one, never half of one. A write that fails (a full disk) raises
-:class:`ResultsWriteError` naming the file, and the old file stays as it was.
+:class:`ResultsWriteError` naming the file, and the old file stays as it was. The one
+exception is a claim file (``records/<id>.claim``), created with O_EXCL by the store because
+its creation is the lock; its write errors still become :func:`write_error`.
 """
 from __future__ import annotations
 
