@@ -145,7 +145,7 @@ def test_html_self_contained(rendered):
     # Paper layer labelled; error/skipped listed with messages; environment shown.
     assert "paper-reported" in text and "not measured here" in text
     assert "CUDA out of memory" in text and "GiB available" in text
-    assert "Test CPU" in text and "bfloat16" in text and "2.5.1" in text
+    assert "Test CPU" in text and "<td>bf16</td>" in text and "2.5.1" in text
     # Unmatched accuracy row reported, incomplete avg5 flagged.
     assert "convnext_l" in text
     assert "Accuracy is missing" not in text

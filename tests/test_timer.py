@@ -169,3 +169,12 @@ def test_median_interval_covers_the_true_median_at_least_95pct():
         lo, hi = median_ci(sample)
         hits += lo <= np.log(2) <= hi
     assert hits / trials >= 0.95
+
+
+def test_median_interval_of_many_samples_does_not_overflow():
+    """A long timed loop (more than 1023 iterations) once overflowed 2.0 ** n."""
+    import random
+
+    rng = random.Random(0)
+    s = summarize([rng.gauss(10.0, 1.0) for _ in range(5000)])
+    assert s.ci_low < s.median < s.ci_high and s.ci_rel < 0.01

@@ -10,7 +10,7 @@ exists (``ci_low``/``ci_high``/``ci_rel`` are None): that is why the timer's flo
 """
 from __future__ import annotations
 
-import math
+from fractions import Fraction
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,13 +22,15 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> Tuple[Optio
     """Exact distribution-free confidence interval of the median, or (None, None) if n is too small."""
     x = sorted(float(v) for v in samples)
     n = len(x)
-    alpha = (1.0 - confidence) / 2.0
-    tail, l = 0.0, 0
+    # In integers scaled by 2**n, exactly: floats overflow at 2.0 ** 1024 (more than 1023
+    # samples, reached by long timed loops), and comb(n, l) is updated term by term.
+    limit = Fraction((1.0 - confidence) / 2.0) * (1 << n)  # alpha * 2**n
+    tail, term, l = 0, 1, 0  # term = comb(n, l)
     while l < n:
-        nxt = tail + math.comb(n, l) / 2.0 ** n  # P(Bin(n, 1/2) < l + 1)
-        if nxt > alpha:
+        nxt = tail + term  # P(Bin(n, 1/2) < l + 1) * 2**n
+        if nxt > limit:
             break
-        tail, l = nxt, l + 1
+        tail, term, l = nxt, term * (n - l) // (l + 1), l + 1
     if l == 0:
         return None, None
     return x[l - 1], x[n - l]
