@@ -68,7 +68,7 @@ class TimingConf:
 
     warmup: int = 2  # warm-up iterations, at least
     warmup_seconds: float = 0.5  # and at least this long
-    warmup_max_seconds: float = 30.0  # stop waiting for stable iteration times after this long
+    warmup_max_seconds: float = 10.0  # stop waiting for stable iteration times after this long
     stable_window: int = 3  # warm-up ends when the median of the last N iterations ...
     stable_tol: float = 0.05  # ... is within this fraction of the N before
     min_repeats: int = 10  # timed iterations, at least (a 95 % median interval needs >= 6)

@@ -46,20 +46,11 @@ def compare(a: Path, b: Path, match_on=None) -> dict:
     return json.loads(js.read_text())["comparison"]
 
 
-def matmul_ms(threads: int, n: int = 400) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b, out = torch.randn(256, 256), torch.randn(256, 256), torch.empty(256, 256)
-    for _ in range(20):
-        torch.mm(a, b, out=out)
-    t = time.perf_counter()
-    for _ in range(n):
-        torch.mm(a, b, out=out)
-    return (time.perf_counter() - t) * 1e3 / n
 
 
 def main() -> int:
+    from bench.measure.scenario import extra_work_ms
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--aa", type=int, default=5, help="plain runs (A/A pairs = n*(n-1)/2)")
     ap.add_argument("--slowdowns", default="0.02,0.03,0.05,0.08", help="fractions of the vision stage")
@@ -73,7 +64,7 @@ def main() -> int:
 
     row = pd.read_csv(aa[0] / "results.csv").iloc[0]
     threads = int(row["threads"])
-    per_mm = matmul_ms(threads)
+    per_mm = extra_work_ms(threads)
     rows = []
     for a, b in itertools.combinations(aa, 2):
         res = compare(a, b)

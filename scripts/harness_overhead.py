@@ -39,23 +39,35 @@ def main(argv):
     df = load_table(sweep_dirs[0])
     ok = df[df.status == "ok"]
     timed = float(ok.timed_s.sum())
+    warmup = float(ok.warmup_s.fillna(0).sum())
     build = float(df.build_s.fillna(0).sum())
     compile_s = float(df.compile_s.fillna(0).sum()) if "compile_s" in df else 0.0
     point_wall = float(df.wall_s.fillna(0).sum())
-    untimed_passes = point_wall - build - timed - compile_s
+    untimed_passes = point_wall - build - timed - warmup - compile_s
     rest = total - point_wall
+    harness = total - timed - warmup  # the harness's own time: everything but measuring
     print(f"sweep {sweep_dirs[0].name}: {len(df)} points ({df.status.value_counts().to_dict()})")
     print(f"total wall time            {total:8.1f} s")
     print(f"inside timed regions       {timed:8.1f} s  ({100 * timed / total:5.1f} %)")
+    print(f"warm-up iterations         {warmup:8.1f} s  ({100 * warmup / total:5.1f} %)")
     print(f"model build                {build:8.1f} s  ({100 * build / total:5.1f} %)")
-    print(f"flop count + warm-up       {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
+    print(f"flop count + checks + peak {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
     if compile_s:
         print(f"torch.compile              {compile_s:8.1f} s  ({100 * compile_s / total:5.1f} %)")
     print(f"process/Hydra/store        {rest:8.1f} s  ({100 * rest / total:5.1f} %)")
+    print(f"harness outside warm-up and timed iterations: {harness:.1f} s ({100 * harness / total:.1f} %)")
+    reached = int((ok.stop_reason == "target").sum())
+    print(f"stopping rule: {reached} of {len(ok)} points reached the target interval "
+          f"({ok.stop_reason.value_counts().to_dict()}); median TTFT interval half-width "
+          f"{100 * float(ok.ttft_ci_rel.median()):.2f} % (max {100 * float(ok.ttft_ci_rel.max()):.2f} %); "
+          f"{int(ok.disturbed_iterations.sum())} disturbed iterations")
     print("\nper point:")
-    cols = ["encoder", "resolution", "llm", "status", "build_s", "timed_s", "wall_s", "ttft_ms"]
+    cols = ["encoder", "resolution", "llm", "status", "build_s", "warmup_s", "timed_s", "wall_s", "ttft_ms", "ttft_n",
+            "ttft_ci_rel", "stop_reason", "disturbed_iterations"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    summary = {"total_s": total, "timed_s": timed, "build_s": build, "untimed_passes_s": untimed_passes,
+    summary = {"total_s": total, "timed_s": timed, "warmup_s": warmup, "build_s": build, "untimed_passes_s": untimed_passes,
+               "harness_s": harness, "target_reached": reached, "ok_points": len(ok),
+               "median_ttft_ci_rel": float(ok.ttft_ci_rel.median()),
                "compile_s": compile_s, "other_s": rest, "points": len(df),
                "build_s_per_point": df.set_index(["encoder", "resolution", "llm"]).build_s.to_dict()}
     atomic_write_text(out_dir / "overhead.json", json.dumps({k: (v if not isinstance(v, dict) else

@@ -25,8 +25,13 @@ from bench.measure.environment import canonical_name, lock_drift, read_lock, sta
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The environment of every subprocess here: without PYTHONPATH, which would put a checkout's
+#: ``bench`` in front of the wheel's.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def _run(cmd, cwd, env=None, timeout=600, ok=(0,)):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env or CLEAN_ENV, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode in ok, (f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout ---\n"
                                    f"{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}")
     return proc
@@ -49,9 +54,11 @@ def wheel_env(tmp_path_factory):
                         cwd=tmp).stdout.strip())
     borrowed = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (purelib / "_borrowed_stack.pth").write_text("\n".join(borrowed) + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-          str(wheels[0])], cwd=tmp)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # --force-reinstall: the borrowed site-packages holds this checkout's editable install,
+    # which pip would otherwise take for "already satisfied"
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "--force-reinstall",
+          "-q", str(wheels[0])], cwd=tmp)
+    env = dict(CLEAN_ENV)
     env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
     work = tmp / "elsewhere"
     work.mkdir()

@@ -304,7 +304,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: prefill(project(encode(pixels)), ids)[0].cpu())
     rec.stages = result.stages
-    rec.timed_s = result.timed_s
+    rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
     rec.iteration_probes = result.probes
@@ -316,15 +316,19 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
                                                                 energy["seconds"])
 
 
+def _extra_operands(dev: torch.device):
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 256, generator=gen).to(dev), torch.randn(256, 256, generator=gen).to(dev)
+    return a, b, torch.empty(256, 256, device=dev)
+
+
 def _extra_work(point: PointConfig, dev: torch.device):
     """``extra(stage)`` runs ``extra_work_matmuls`` real 256x256 fp32 matmuls when ``stage`` is
     ``extra_work_stage``: a fixed amount of work, so a slowdown of known size is measured, not
     edited into the numbers."""
     if not point.extra_work_stage or point.extra_work_matmuls <= 0:
         return lambda stage: None
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(256, 256, generator=gen).to(dev)
-    b, out = torch.randn(256, 256, generator=gen).to(dev), torch.empty(256, 256, device=dev)
+    a, b, out = _extra_operands(dev)
 
     def extra(stage: str) -> None:
         if stage == point.extra_work_stage:
@@ -332,6 +336,24 @@ def _extra_work(point: PointConfig, dev: torch.device):
                 torch.mm(a, b, out=out)
 
     return extra
+
+
+def extra_work_ms(threads: int, device: str = "cpu", n: int = 400) -> float:
+    """Milliseconds of one unit of ``extra_work`` (one 256x256 fp32 matmul) with ``threads``
+    CPU threads: to calibrate ``extra_work_matmuls`` to a wanted fraction of a stage."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
+    a, b, out = _extra_operands(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    for _ in range(20):
+        torch.mm(a, b, out=out)
+    sync()
+    t = time.perf_counter()
+    for _ in range(n):
+        torch.mm(a, b, out=out)
+    sync()
+    return (time.perf_counter() - t) * 1e3 / n
 
 
 class _no_recompiles:

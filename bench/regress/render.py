@@ -2,7 +2,7 @@
 results, built on the one table renderer (:mod:`bench.report.tables`)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..report.tables import format_table, markdown_table
 from .stats import IMPROVEMENT, REGRESSION, UNCHANGED, UNDEFINED

@@ -322,6 +322,17 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
             .replace("None", "").value_counts(dropna=False).rename("rows").reset_index()
         sec.tables.append(("Environments (one row per distinct combination, with its number of result rows)",
                            counts if len(counts) else env))
+    # points whose numbers deserve a second look: the interval missed its target, or the
+    # per-iteration probe saw contended (CPU) or throttled (GPU) iterations
+    if "stop_reason" in ok.columns:
+        disturbed = ok["disturbed_iterations"].fillna(0) if "disturbed_iterations" in ok.columns else 0
+        wide = ok[(ok["stop_reason"].fillna("") != "target") | (disturbed > 0)]
+        if len(wide):
+            warnings.append(f"{len(wide)} point(s) with a wide interval (the stopping rule hit its budget) or "
+                            "disturbed iterations: see 'Measurement quality'")
+        sec.tables.append(("Measurement quality: points that did not reach the target interval or had disturbed "
+                           "iterations", wide[_cols(wide, ["label", "stop_reason", "ttft_n", "ttft_ci_rel",
+                                                           "disturbed_iterations", "warmup_iterations"])]))
     statuses = df["status"].value_counts().rename_axis("status").rename("rows").reset_index()
     sec.tables.append(("Points by status", statuses))
     bad = df[df["status"].isin(["error", "skipped"])]

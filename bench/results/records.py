@@ -139,6 +139,7 @@ class Record:
     build_s: Optional[float] = None
     compile_s: Optional[float] = None
     timed_s: Optional[float] = None
+    warmup_s: Optional[float] = None  # warm-up iterations (stopping rule, phase 1)
     wall_s: Optional[float] = None
     #: Measured device peak (TFLOP/s) used for roofline fractions, when measured.
     device_peak_tflops: Optional[float] = None
@@ -210,7 +211,7 @@ class Record:
                                           if ttft and ttft.median > 0 else None)
         row.update(peak_memory_mb=self.peak_memory_mb, peak_rss_mb=self.peak_rss_mb,
                    energy_per_inference_j=self.energy_per_inference_j, avg_power_w=self.avg_power_w,
-                   build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s,
+                   build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s, warmup_s=self.warmup_s,
                    wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops, stop_reason=self.stop_reason,
                    warmup_iterations=self.warmup_iterations, disturbed_iterations=len(self.disturbed_iterations),
                    idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),
