@@ -40,11 +40,24 @@ def _run(cmd, cwd, env=None, timeout=600, ok=(0,)):
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
     """A fresh venv holding only the freshly built fastvlm-bench wheel (deps borrowed via .pth)."""
+    import shutil
+
     tmp = tmp_path_factory.mktemp("wheel")
     dist = tmp / "dist"
+    # Build from a copy of the sources: setuptools builds in-tree (build/), and a build/ left
+    # by an earlier build would carry modules that no longer exist into the wheel.
+    src = tmp / "src"
+    top = {".git", "build", "dist", "results", "reports", "ci-artifacts", ".gl", ".whl"}  # at the top only
+
+    def ignore(folder, names):
+        at_top = Path(folder).resolve() == ROOT
+        return [n for n in names if (at_top and (n in top or n.startswith(".venv")))
+                or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     # --no-build-isolation: build offline with the setuptools of this environment.
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-          str(ROOT)], cwd=tmp)
+          str(src)], cwd=tmp)
     wheels = sorted(dist.glob("fastvlm_bench-*.whl"))
     assert len(wheels) == 1, wheels
     venv = tmp / "venv"
