@@ -20,7 +20,7 @@ from bench.measure.scenario import extra_work_ms
 from conftest import run_cli
 
 POINT = ["sweep=none", "encoder=tiny_convnext", "llm=qwen2_tiny", "resolution=256", "device=cpu", "threads=1",
-         "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=2"]
+         "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=4"]
 RUNS = 3  # per side: separate processes drift by a few percent, so a side is several runs
 
 
