@@ -79,6 +79,9 @@ class TimingConf:
     confidence: float = 0.95
     target_stage: str = "ttft"
     mode: TimingMode = TimingMode.pipelined  # pipelined | isolated (synchronise around every stage)
+    turns: Optional[str] = None  # a file shared with processes to interleave with (bench.measure.turns)
+    turn_seconds: float = 1.0  # with turns: pass the turn after blocks of about this long
+    turn_blocks: int = 6  # with turns: time at least this many blocks (budget permitting)
 
     def problems(self) -> List[str]:
         out = []
@@ -94,6 +97,9 @@ class TimingConf:
             out.append(f"timing.max_repeats ({self.max_repeats}) must be >= timing.min_repeats ({self.min_repeats})")
         if self.max_seconds <= 0:
             out.append(f"timing.max_seconds must be positive, got {self.max_seconds}")
+        if self.turn_seconds <= 0 or self.turn_blocks < 0:
+            out.append(f"timing.turn_seconds must be positive and timing.turn_blocks >= 0, got "
+                       f"{self.turn_seconds} and {self.turn_blocks}")
         if self.target <= 0 or not 0 < self.confidence < 1:
             out.append("timing.target must be > 0 and timing.confidence in (0, 1)")
         if self.mode not in [m.value for m in TimingMode]:  # OmegaConf checks it; a TimingConf made in code may not

@@ -9,6 +9,7 @@ model build time per point, the untimed FLOP-count/warm-up/compile passes, and w
     python scripts/harness_overhead.py                 # the default sweep
     python scripts/harness_overhead.py sweep=ci_baseline
     python scripts/harness_overhead.py sweep=none encoder=tiny_vit llm=qwen2_tiny resolution=64,96
+    python scripts/harness_overhead.py --from results/default --wall 431   # a sweep already run, timed outside
 """
 from __future__ import annotations
 
@@ -27,15 +28,22 @@ def main(argv):
     from bench.results.io import atomic_write_text
     from bench.results.store import load_table
 
-    out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
-    args = [sys.executable, "-m", "bench", *argv, f"results_dir={out_dir}", "report=false", "force=true"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    total = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(proc.stderr[-4000:], file=sys.stderr)
-        return proc.returncode
-    sweep_dirs = [p for p in out_dir.iterdir() if p.is_dir()]
+    if argv[:1] == ["--from"]:
+        if len(argv) != 4 or argv[2] != "--wall":
+            print("usage: harness_overhead.py --from SWEEP_DIR --wall SECONDS", file=sys.stderr)
+            return 2
+        sweep_dirs, total = [Path(argv[1])], float(argv[3])
+        out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
+    else:
+        out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
+        args = [sys.executable, "-m", "bench", *argv, f"results_dir={out_dir}", "report=false", "force=true"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+        total = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stderr[-4000:], file=sys.stderr)
+            return proc.returncode
+        sweep_dirs = [p for p in out_dir.iterdir() if p.is_dir()]
     df = load_table(sweep_dirs[0])
     ok = df[df.status == "ok"]
     timed = float(ok.timed_s.sum())
@@ -51,7 +59,7 @@ def main(argv):
     print(f"inside timed regions       {timed:8.1f} s  ({100 * timed / total:5.1f} %)")
     print(f"warm-up iterations         {warmup:8.1f} s  ({100 * warmup / total:5.1f} %)")
     print(f"model build                {build:8.1f} s  ({100 * build / total:5.1f} %)")
-    print(f"flop count + checks + peak {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
+    print(f"flop count + peak       {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
     if compile_s:
         print(f"torch.compile              {compile_s:8.1f} s  ({100 * compile_s / total:5.1f} %)")
     print(f"process/Hydra/store        {rest:8.1f} s  ({100 * rest / total:5.1f} %)")

@@ -5,23 +5,29 @@ is wrong, because it checks the count measured on the real forward pass.
 
 The slowdown is real work: ``extra_work_matmuls`` 256x256 fp32 matmuls inside the vision stage,
 calibrated in this process to about 30 % of that stage's measured median (extra work also
-evicts the model's data from the caches, so the measured slowdown is somewhat larger). Each
-side is three runs in separate processes: on this 2-core machine two processes of the same
-configuration differ by up to ~5 %, which the hierarchical bootstrap over runs must absorb.
+evicts the model's data from the caches, so the measured slowdown is somewhat larger).
+
+Runs are made in pairs of processes at the same time, taking turns on the machine
+(``timing.turns``): on a shared machine the speed drifts by several percent over tens of
+seconds, and only runs that share the drift can be compared at a small noise floor (2 % for one
+pair). Runs made one after the other get the single-run floor instead.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
 from bench.measure.scenario import extra_work_ms
-from conftest import run_cli
+from bench.regress.compare import PAIR_NOISE_FLOOR
+from conftest import ROOT, run_cli
 
 POINT = ["sweep=none", "encoder=tiny_convnext", "llm=qwen2_tiny", "resolution=256", "device=cpu", "threads=1",
-         "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=4"]
-RUNS = 3  # per side: separate processes drift by a few percent, so a side is several runs
+         "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=4",
+         "timing.turn_seconds=0.3"]
 
 
 def _sweep(results, name, *extra):
@@ -30,44 +36,84 @@ def _sweep(results, name, *extra):
     return results / name
 
 
+def _pair(results, names, extras):
+    """Two runs at the same time, in turns on the machine (the real CLI, two processes)."""
+    turn = results / f"{names[0]}.turn"
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *POINT, f"name={n}", f"results_dir={results}",
+                               f"timing.turns={turn}", *x], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n, x in zip(names, extras)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    return [results / n for n in names]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three sides of RUNS separate processes each: base, the same again, and base + extra work
-    calibrated to 30 % of the vision stage (measured in this process)."""
+    """Two interleaved pairs: base || the same again, and base || base + extra work calibrated to
+    30 % of the vision stage (measured in this process)."""
     import pandas as pd
 
     root = tmp_path_factory.mktemp("rigor")
-    base = [_sweep(root, f"a{i}") for i in range(RUNS)]
-    again = [_sweep(root, f"b{i}") for i in range(RUNS)]
-    vision_ms = float(pd.read_csv(base[0] / "results.csv").loc[0, "vision_latency_ms"])
+    a, again = _pair(root, ("a", "again"), ([], []))
+    vision_ms = float(pd.read_csv(a / "results.csv").loc[0, "vision_latency_ms"])
     n = max(1, round(0.30 * vision_ms / extra_work_ms(1)))
-    slow = [_sweep(root, f"s{i}", "extra_work_stage=vision_latency", f"extra_work_matmuls={n}") for i in range(RUNS)]
-    side = lambda paths: ",".join(map(str, paths))  # noqa: E731
-    return {"a": side(base), "again": side(again), "slow": side(slow), "a0": base[0], "root": root, "matmuls": n}
+    c, slow = _pair(root, ("c", "slow"), ([], ["extra_work_stage=vision_latency", f"extra_work_matmuls={n}"]))
+    return {"a": a, "again": again, "c": c, "slow": slow, "root": root, "matmuls": n}
+
+
+def _compare(runs, base, cand, *extra):
+    js = runs["root"] / f"{abs(hash((base, cand, extra)))}.json"
+    # the slow side has one knob more (extra work), so match on the configuration proper
+    p = run_cli(["compare", base, cand, "--match-on", "encoder,resolution,llm,dtype", "--json", str(js), *extra])
+    assert p.returncode in (0, 1), p.stderr[-2000:]
+    data = json.loads(js.read_text())["comparison"]
+    return p, data, next(c for c in data["comparisons"] if c["metric"] == "vision_latency")
+
+
+def test_interleaved_runs_took_turns(runs):
+    import pandas as pd
+
+    for name in ("a", "again", "c", "slow"):
+        row = pd.read_csv(runs[name] / "results.csv").iloc[0]
+        assert row["turns_taken"] >= 1, (name, row["turns_taken"])  # the other process had turns meanwhile
 
 
 def test_a_real_slowdown_of_one_stage_is_flagged(runs):
-    js = runs["root"] / "slow.json"
-    # the candidate has one knob more (extra work), so match on the configuration proper
-    p = run_cli(["compare", runs["a"], runs["slow"], "--match-on", "encoder,resolution,llm,dtype", "--json", str(js)])
-    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
-    data = json.loads(js.read_text())["comparison"]
-    assert data["runs_base"] == RUNS and data["runs_candidate"] == RUNS
-    vis = next(c for c in data["comparisons"] if c["metric"] == "vision_latency")
-    assert vis["verdict"] == "regression" and vis["runs_base"] == RUNS, vis
+    p, data, vis = _compare(runs, str(runs["c"]), str(runs["slow"]))
+    assert p.returncode == 1, p.stdout[-3000:]
+    assert vis["verdict"] == "regression" and vis["interleaved"] and vis["method"] == "paired bootstrap", vis
+    assert vis["noise_floor"] == PAIR_NOISE_FLOOR, vis
 
 
 def test_the_same_configuration_run_again_is_not_flagged(runs):
-    p = run_cli(["compare", runs["a"], runs["again"]])
+    p, data, vis = _compare(runs, str(runs["a"]), str(runs["again"]))
     assert p.returncode == 0, p.stdout[-3000:]
+    assert vis["interleaved"] and vis["noise_floor"] == PAIR_NOISE_FLOOR, vis
     assert "REGRESSION" not in p.stdout and "improved" not in p.stdout
+
+
+def test_runs_made_one_after_the_other_get_the_single_run_floor(runs):
+    """a and c were made minutes apart: their interval cannot see the drift between them."""
+    from bench.regress.compare import SINGLE_RUN_NOISE_FLOOR
+
+    _, _, vis = _compare(runs, str(runs["a"]), str(runs["c"]))
+    assert not vis["interleaved"] and vis["noise_floor"] == SINGLE_RUN_NOISE_FLOOR, vis
+
+
+def test_several_runs_per_side_are_resampled_as_runs(runs):
+    from bench.regress.compare import SINGLE_RUN_NOISE_FLOOR
+
+    p, data, vis = _compare(runs, f"{runs['a']},{runs['again']}", f"{runs['c']}")
+    assert data["runs_base"] == 2 and vis["runs_base"] == 2 and vis["method"] == "bootstrap", vis
+    assert vis["noise_floor"] == SINGLE_RUN_NOISE_FLOOR  # the candidate has one run
 
 
 def test_incomparable_sides_warn_and_strict_refuses(runs):
     other = _sweep(runs["root"], "t2", "threads=2")
-    p = run_cli(["compare", str(runs["a0"]), str(other)])
+    p = run_cli(["compare", str(runs["a"]), str(other)])
     assert "warning: threads differs: base 1 vs candidate 2" in p.stdout, p.stdout[-2000:]
-    p = run_cli(["compare", str(runs["a0"]), str(other), "--strict"])
+    p = run_cli(["compare", str(runs["a"]), str(other), "--strict"])
     assert p.returncode == 2 and "refusing to compare (--strict): threads differs" in p.stderr
     assert "Traceback" not in p.stderr
 
@@ -122,3 +168,35 @@ def test_disturbed_or_wide_points_are_flagged_in_the_record_and_the_report(tmp_p
     assert p.returncode == 0, p.stderr[-2000:]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Measurement quality" in md and "budget" in md
+
+
+def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path):
+    """bf16/fp16 placeholder weights can overflow; inf/NaN arithmetic can be faster than real
+    arithmetic, so such a point must not be timed. An encoder in a test registry whose output is
+    inf: the check on the first warm-up iteration turns the point into an ``error`` record."""
+    from torch import nn
+
+    from bench.config import BenchConfig, EncoderConf, LLMConf, QUICK_TIMING
+    from bench.measure.scenario import measure_point
+    from bench.models.encoders import ENCODERS, EncoderSpec, register_encoder
+
+    class _Overflow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 24, kernel_size=16, stride=16)
+
+        def forward_features(self, pixels):
+            return self.stem(pixels) * float("inf")
+
+    name = "tiny_overflow"
+    if name not in ENCODERS:
+        register_encoder(EncoderSpec(name=name, description="outputs inf (test_rigor)", channels=24, stride=16,
+                                     kind="conv", builder=lambda resolution: _Overflow(),
+                                     downsamples=((16, 16, 0),), min_resolution=16, tiny=True))
+    cfg = BenchConfig(name="overflow", encoder=EncoderConf(name), llm=LLMConf("qwen2_tiny"), resolution=64,
+                      device="cpu", timing=dataclasses.replace(QUICK_TIMING), count_flops=False, measure_peak=False,
+                      results_dir=str(tmp_path))
+    rec = measure_point(cfg)
+    assert rec.status == "error", rec.status
+    assert "non-finite values in visual_tokens on the first warm-up iteration" in rec.message, rec.message
+    assert not rec.stages  # nothing was timed

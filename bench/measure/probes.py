@@ -73,7 +73,7 @@ def probe_for(device: torch.device, threads: Optional[int]):
     return GpuProbe(device) if device.type == "cuda" else CpuProbe(threads or torch.get_num_threads())
 
 
-def disturbed_iterations(probes: List[Dict[str, Any]], threads: Optional[int]) -> List[int]:
+def disturbed_iterations(probes: List[Dict[str, Any]]) -> List[int]:
     """Indices of timed iterations that were contended (CPU) or throttled (GPU)."""
     out = []
     utils = [p["cpu_util"] for p in probes if p.get("cpu_util") is not None]

@@ -26,6 +26,7 @@ from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConf
 from .timer import StageTimer
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
+from .turns import Turns, held
 from .trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
                               measure_peak_tflops, nvml_snapshot)
 
@@ -165,6 +166,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         rec.wall_s = time.perf_counter() - t_start
         return rec
     vlm = None
+    # Interleaved with other processes (timing.turns): hold the machine from here on.
+    turns = held(cfg.timing.turns)
     try:
         rec.device_info = device_info(dev)
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
@@ -174,7 +177,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         rec.params = vlm.parameter_counts()
         log.info("built %s in %.1fs (%.2f GiB of parameters)", point.label(), info.build_s,
                  info.param_bytes / 2**30)
-        _time_point(cfg, point, vlm, rec)
+        _time_point(cfg, point, vlm, rec, turns)
         rec.status = STATUS_OK
     except InsufficientMemoryError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
@@ -202,7 +205,7 @@ def _check_finite(point: PointConfig, **tensors) -> None:
     """Placeholder weights in bf16/fp16 must not time inf/NaN arithmetic (it can be faster)."""
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
-            raise RuntimeError(f"{point.label()}: non-finite values in {name} on the untimed check pass; "
+            raise RuntimeError(f"{point.label()}: non-finite values in {name} on the first warm-up iteration; "
                                "timing them would not measure real arithmetic")
 
 
@@ -234,7 +237,8 @@ def _compile(point: PointConfig, vlm, run_once, rec: Record) -> None:
 
 
 @torch.inference_mode()
-def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
+def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: Turns) -> None:
+    taken_before = turns.taken_by_others
     from ..models.preprocess import load_sample_image
 
     dev = torch.device(point.device)
@@ -255,17 +259,6 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
         rec.flops = {"vision_latency": fv, "projector": fp, "prefill": fl, "ttft": fv + fp + fl}
         del vis, proj
 
-    # One untimed real pass: the visual tokens the model really produces, and finite outputs.
-    vis = encode(pixels)
-    rec.visual_tokens_measured = int(vis.shape[1])
-    proj = project(vis)
-    logits = vlm.prefill_logits(proj, ids)
-    _check_finite(point, visual_tokens=vis, projector_output=proj, logits=logits)
-    del vis, proj, logits
-    if rec.visual_tokens_measured != rec.visual_tokens:
-        log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
-                    rec.visual_tokens_measured, rec.visual_tokens)
-
     if point.compile:
         _compile(point, vlm, lambda: prefill(project(encode(pixels)), ids)[0].cpu(), rec)
 
@@ -278,6 +271,17 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
             rec.device_info["copy_gbps"] = copy_gbps
 
     extra = _extra_work(point, dev)
+    checked = []
+
+    def check(v, p, logits) -> None:
+        """On the first warm-up iteration (untimed, so no separate pass is paid for): the
+        visual tokens the model really produces, and finite outputs."""
+        rec.visual_tokens_measured = int(v.shape[1])
+        _check_finite(point, visual_tokens=v, projector_output=p, logits=logits)
+        if rec.visual_tokens_measured != rec.visual_tokens:
+            log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
+                        rec.visual_tokens_measured, rec.visual_tokens)
+        checked.append(True)
 
     def step(timer: StageTimer) -> None:
         if point.preprocess:
@@ -293,14 +297,17 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
             p = project(v)
             extra("projector")
         with timer.stage("prefill"):
-            tok, _ = prefill(p, ids)
+            tok, _, logits = prefill(p, ids)
             extra("prefill")
             tok.cpu()  # the first token id reaches the host: end of TTFT
+        if not checked:  # after the last mark: not part of any stage's time
+            check(v, p, logits)
 
     timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")}, mode=point.timing_mode)
     guard = _no_recompiles() if point.compile else contextlib.nullcontext()
     with MemoryTracker(dev) as mem, guard:
-        result = timer.run(step, cfg.timing, probe=probe_for(dev, point.threads))
+        result = timer.run(step, cfg.timing, probe=probe_for(dev, point.threads),
+                           pass_turn=turns.pass_turn if turns.path else None)
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: prefill(project(encode(pixels)), ids)[0].cpu())
     rec.stages = result.stages
@@ -308,7 +315,8 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record) -> None:
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
     rec.iteration_probes = result.probes
-    rec.disturbed_iterations = disturbed_iterations(result.probes, point.threads)
+    rec.disturbed_iterations = disturbed_iterations(result.probes)
+    rec.turns_taken = turns.taken_by_others - taken_before if turns.path else None
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb
     if energy is not None:
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch

@@ -26,6 +26,12 @@ early stopping:
    (``stop_reason="target"``), or when ``max_seconds`` (the per-point budget) or
    ``max_repeats`` is reached (``"budget"``, ``"max_repeats"``).
 
+Turns (``pass_turn``, see :mod:`bench.measure.turns`): between blocks of about
+``turn_seconds`` (warm-up and timed alike) the timer lets other processes have the machine,
+then runs one untimed iteration (the caches are cold); neither is part of any duration or
+budget. The timed loop spans at least ``turn_blocks`` turns, so that it overlaps the other
+process's and shares its drift.
+
 The garbage collector is collected and disabled around the timed loop (a collection inside
 an iteration is noise that has nothing to do with the model). An optional per-iteration
 ``probe`` (``begin()`` / ``end() -> dict``) runs outside the marks, e.g. CPU time against wall
@@ -159,12 +165,28 @@ class StageTimer:
 
     def run(self, step: Callable[["StageTimer"], object], rule: Optional[StopRule] = None,
             probe: Optional[IterationProbe] = None,
-            on_iteration: Optional[Callable[[int], None]] = None) -> TimingResult:
+            on_iteration: Optional[Callable[[int], None]] = None,
+            pass_turn: Optional[Callable[[], None]] = None) -> TimingResult:
         """Warm up until stable, then time until the target interval, the budget or the cap."""
         rule = rule or StopRule()
         bad = rule.problems()
         if bad:
             raise ValueError("bad timing rule: " + "; ".join(bad))
+        paused = 0.0  # seconds spent in other processes' turns: excluded from every duration
+        block_start = time.perf_counter()
+
+        blocks = 0  # turns passed while timing
+
+        def maybe_pass(timing: bool) -> None:
+            nonlocal paused, block_start, blocks
+            if pass_turn is None or time.perf_counter() - block_start < rule.turn_seconds:
+                return
+            t = time.perf_counter()
+            pass_turn()
+            step(self)  # untimed: the other process has evicted the caches
+            block_start = time.perf_counter()
+            paused += block_start - t
+            blocks += timing
 
         def target_ms(times: Dict[str, float]) -> float:
             return times.get(rule.target_stage, sum(times.values()))
@@ -176,7 +198,8 @@ class StageTimer:
             with self.iteration(record=False) as times:
                 step(self)
             warm_times.append(target_ms(times))
-            spent = time.perf_counter() - t0
+            maybe_pass(False)
+            spent = time.perf_counter() - t0 - paused
             if len(warm_times) >= rule.warmup and spent >= rule.warmup_seconds and \
                     (rule.stable_window <= 1 or _stable(warm_times, rule.stable_window, rule.stable_tol)):
                 break
@@ -188,6 +211,8 @@ class StageTimer:
         gc.collect()
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        warmup_s = time.perf_counter() - t0 - paused
+        paused = 0.0
         t1 = time.perf_counter()
         n = 0
         try:
@@ -201,12 +226,15 @@ class StageTimer:
                 n += 1
                 if on_iteration:
                     on_iteration(n)
-                elapsed = time.perf_counter() - t1
+                maybe_pass(True)
+                elapsed = time.perf_counter() - t1 - paused
                 if n >= rule.max_repeats:
                     stop_reason = "max_repeats"
                     break
                 if n < rule.min_repeats or elapsed < rule.min_seconds:
                     continue
+                if pass_turn is not None and blocks < rule.turn_blocks and elapsed < rule.max_seconds:
+                    continue  # interleaved: span enough turns to share the machine's drift
                 key = rule.target_stage if rule.target_stage in self.samples else next(iter(self.samples))
                 ci_rel = summarize(self.samples[key], rule.confidence).ci_rel
                 if ci_rel is not None and ci_rel <= rule.target:
@@ -220,6 +248,6 @@ class StageTimer:
                 gc.enable()
         t2 = time.perf_counter()
         stages = {name: summarize(vals, rule.confidence) for name, vals in self.samples.items()}
-        return TimingResult(stages=stages, timed_s=t2 - t1, warmup_s=t1 - t0, iterations=n,
+        return TimingResult(stages=stages, timed_s=t2 - t1 - paused, warmup_s=warmup_s, iterations=n,
                             warmup_iterations=len(warm_times), warmup_reason=warmup_reason,
                             stop_reason=stop_reason, mode=self.mode, probes=probes)

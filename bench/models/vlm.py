@@ -108,15 +108,14 @@ class VLM(nn.Module):
     def prefill(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor):
         """One forward over [visual embeddings + prompt] with a fresh KV cache.
 
-        Returns ``(first_token_ids, past_key_values)``; only the last position's logits are
-        computed, as a serving stack does for the first token.
+        Returns ``(first_token_ids, past_key_values, last_logits)``; only the last position's
+        logits are computed, as a serving stack does for the first token. The logits come back
+        (at no cost) so that the harness can check them for inf/NaN on a warm-up iteration
+        instead of paying for a separate forward.
         """
         out = self._prefill_forward(visual_embeds, input_ids)
-        return out.logits[:, -1, :].argmax(dim=-1), out.past_key_values
-
-    def prefill_logits(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """The last position's logits of the same forward (for the finiteness check)."""
-        return self._prefill_forward(visual_embeds, input_ids).logits[:, -1, :]
+        logits = out.logits[:, -1, :]
+        return logits.argmax(dim=-1), out.past_key_values, logits
 
     def _prefill_forward(self, visual_embeds: torch.Tensor, input_ids: torch.Tensor):
         text = self.llm.get_input_embeddings()(input_ids)

@@ -56,7 +56,13 @@ def _rule_text(result: Dict[str, Any]) -> str:
     per = result.get("metric_thresholds") or {}
     if per:
         text += " (" + ", ".join(f"{k}: {v * 100:g}%" for k, v in sorted(per.items())) + ")"
-    return text + f", noise floor {result['noise_floor'] * 100:g}%"
+    floor = result.get("noise_floor")
+    if floor is None:  # per point, from the runs it has
+        floors = sorted({c["noise_floor"] for c in result["comparisons"] if c.get("noise_floor") is not None})
+        why = (" (1 % with several runs per side, 2 % for one interleaved pair, 8 % for single runs made at "
+               "different times: their intervals cannot show run-to-run drift)")
+        return text + ", noise floor " + " / ".join(f"{f * 100:g}%" for f in floors) + why
+    return text + f", noise floor {floor * 100:g}%"
 
 
 def _unmatched_lines(items: List[Dict[str, Any]]) -> List[str]:

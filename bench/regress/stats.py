@@ -10,7 +10,13 @@ ignores that and calls run-to-run drift a regression. So the resampling is hiera
 3. the side's statistic is the median of the drawn runs' medians.
 
 With one run per side only step 2 remains, and the interval says nothing about run-to-run
-drift: that is what ``noise_floor`` in :func:`verdict` is for. Seeded: same inputs, same answer.
+drift: that is what ``noise_floor`` in :func:`verdict` is for.
+
+Paired runs (:func:`paired_ratio_ci`): when each base run was measured at the same time as one
+candidate run, in turns (``timing.turns``), the two share the machine's drift, and the ratio
+*within* a pair is what is compared: resample the pairs, within each pair resample both runs'
+iterations, and take the median of the pairs' ratios. The drift then cancels instead of
+widening the interval. Seeded: same inputs, same answer.
 """
 from __future__ import annotations
 
@@ -67,6 +73,41 @@ def ratio_ci(base_runs: Sequence[Sequence[float]], cand_runs: Sequence[Sequence[
     mb, mc = _side_medians(b, n_resamples, rng), _side_medians(c, n_resamples, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = mc / mb
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return point, float(min(low, point)), float(max(high, point))
+
+
+def paired_ratio_ci(pairs: Sequence[Tuple[Sequence[float], Sequence[float]]], n_resamples: int = 2000,
+                    confidence: float = 0.95, seed: int = 0) -> Tuple[float, float, float]:
+    """``candidate / base`` from runs measured in pairs: the median over pairs of each pair's
+    ratio of medians, with a bootstrap over pairs and over iterations within each run.
+
+    Returns ``(point, low, high)``; raises ``ValueError`` like :func:`ratio_ci`.
+    """
+    if not pairs:
+        raise ValueError("no pairs")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    b = _clean([x for x, _ in pairs], "base")
+    c = _clean([y for _, y in pairs], "candidate")
+    if len(b) != len(pairs) or len(c) != len(pairs):
+        raise ValueError("every pair needs samples on both sides")
+    if min(float(np.median(x)) for x in b) <= 0:
+        raise ValueError("base median must be positive")
+    point = float(np.median([np.median(y) / np.median(x) for x, y in zip(b, c)]))
+    rng = np.random.default_rng(seed)
+    k = len(pairs)
+    # per pair: bootstrap distribution of its ratio of medians
+    per_pair = np.vstack([_side_medians([y], n_resamples, rng) / _side_medians([x], n_resamples, rng)
+                          for x, y in zip(b, c)])
+    if k == 1:
+        ratios = per_pair[0]
+    else:
+        pick = rng.integers(0, k, size=(n_resamples, k))
+        ratios = np.median(per_pair[pick, np.arange(n_resamples)[:, None]], axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
     return point, float(min(low, point)), float(max(high, point))

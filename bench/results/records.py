@@ -151,6 +151,9 @@ class Record:
     #: Indices of timed iterations that were contended (CPU) or throttled (GPU), and what the
     #: per-iteration probe saw (cpu_util / nivcsw, or SM clock / throttle reasons).
     disturbed_iterations: List[int] = field(default_factory=list)
+    #: With ``timing.turns``: how often another process took a turn during this point's
+    #: warm-up and timed loop (0: it ran alone; null: not interleaved).
+    turns_taken: Optional[int] = None
     iteration_probes: List[Dict[str, Any]] = field(default_factory=list)
     #: torch.compile: graphs, graph breaks and recompiles seen while compiling (null eager).
     compile_info: Dict[str, Any] = field(default_factory=dict)
@@ -214,6 +217,7 @@ class Record:
                    build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s, warmup_s=self.warmup_s,
                    wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops, stop_reason=self.stop_reason,
                    warmup_iterations=self.warmup_iterations, disturbed_iterations=len(self.disturbed_iterations),
+                   turns_taken=self.turns_taken,
                    idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),
                    recompiles=self.compile_info.get("recompiles"))
         row["device_name"] = self.device_info.get("name")

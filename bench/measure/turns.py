@@ -1,0 +1,110 @@
+"""Interleaved runs: processes that share a turn file take turns on the machine.
+
+Why. On a shared machine (a cloud VM) the speed of the very same process drifts by several
+percent over tens of seconds (other tenants of the host, not our process: two builds of one
+model timed alternately in one process move together, step for step). Two runs made one after
+the other therefore differ by that drift, and no statistic of either run can see it. Runs made
+*at the same time, in turns* see the same drift: the ratio of two processes that alternate
+blocks of iterations is stable to about a percent where back-to-back runs differ by up to 7 %
+(README, "What compare can see"). This is the interleaved A/B design of performance bots
+(e.g. Chromium's Pinpoint), done with a lock instead of a scheduler.
+
+How. ``timing.turns=FILE`` (the same path in every process, e.g. the base checkout's sweep
+and the candidate's, started together). From its first point on, a process holds an exclusive
+``flock`` on the file while it does anything at all (building, counting, warming up, timing,
+writing results); it lets go only when the timer passes the turn, between blocks of about
+``timing.turn_seconds``, and when it exits. Passing waits, briefly, until another process has
+taken the turn (a counter in the file), so that the unlocking process does not simply take
+the lock again; alone, it goes on after ``ALONE_S``. After getting the turn back, the timer
+runs one untimed iteration: the other process has evicted the caches.
+
+No file (the default): every method is a no-op.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..config import ConfigError
+
+#: How long a process that passed its turn waits for another to take it before going on alone.
+ALONE_S = 0.05
+
+
+class Turns:
+    """One turn file, opened and taken on ``__enter__``; see :func:`held`."""
+
+    def __init__(self, path: Optional[str]):
+        self.path = str(Path(path).expanduser()) if path else None
+        self.fd: Optional[int] = None
+        self.held = False
+        self.waited_s = 0.0  # time spent waiting for other processes' turns
+        self.passes = 0
+        self.taken_by_others = 0  # passes another process took: 0 means it ran alone
+
+    def __enter__(self) -> "Turns":
+        if self.path:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise ConfigError(f"timing.turns: cannot open {self.path}: {exc.strerror}") from None
+            self._take()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.fd is not None:
+            if self.held:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self.held = False
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+    def _counter(self) -> int:
+        try:
+            return int(os.pread(self.fd, 32, 0).split(b"\n")[0] or 0)
+        except ValueError:
+            return 0
+
+    def _take(self) -> None:
+        t0 = time.perf_counter()
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.waited_s += time.perf_counter() - t0
+        self.held = True
+        data = f"{self._counter() + 1}\n{os.getpid()}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def pass_turn(self) -> None:
+        """Let another process have the machine for one of its blocks, then take it back."""
+        if self.fd is None:
+            return
+        mine = self._counter()
+        t0 = time.perf_counter()
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.held = False
+        while self._counter() == mine and time.perf_counter() - t0 < ALONE_S:
+            time.sleep(0.002)
+        if self._counter() != mine:
+            self.taken_by_others += 1
+        self.waited_s += time.perf_counter() - t0
+        self._take()
+        self.passes += 1
+
+
+_HELD: Dict[str, Turns] = {}
+
+
+def held(path: Optional[str]) -> Turns:
+    """The process's turn on ``path``, taken on first use and kept until the process exits (the
+    kernel drops the lock then): between points too, so that this process's own bookkeeping
+    never runs during another's timed block. ``None``: a no-op Turns."""
+    if not path:
+        return Turns(None)
+    key = str(Path(path).expanduser().resolve())
+    if key not in _HELD:
+        _HELD[key] = Turns(key).__enter__()
+    return _HELD[key]

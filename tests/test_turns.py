@@ -1,0 +1,63 @@
+"""Processes sharing a turn file take turns (bench.measure.turns): real processes, a real lock.
+
+Each process holds the machine for a block of busy work, passes the turn, and logs when its
+blocks start and end. With two processes, blocks must alternate and never overlap; alone, a
+process must not wait for a partner that is not there.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+
+WORKER = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from bench.measure.turns import Turns
+time.sleep(max(0.0, {start} - time.time()))  # both processes imported: start together
+spans = []
+with Turns({turn!r}) as turns:
+    for _ in range({blocks}):
+        t0 = time.time()
+        while time.time() - t0 < 0.05:  # a block of busy work, the machine held
+            pass
+        spans.append((t0, time.time()))
+        turns.pass_turn()
+print(json.dumps({{"spans": spans, "taken": turns.taken_by_others, "waited": turns.waited_s}}))
+"""
+
+
+def _start(turn, blocks=8, start=None):
+    code = WORKER.format(root=str(ROOT), turn=str(turn), blocks=blocks, start=start or 0.0)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(p):
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    return json.loads(out)
+
+
+def test_two_processes_alternate_blocks_and_never_overlap(tmp_path):
+    turn = tmp_path / "ab.turn"
+    start = time.time() + 5.0
+    procs = [_start(turn, start=start), _start(turn, start=start)]
+    a, b = (_result(p) for p in procs)
+    spans = sorted([(s, e, "a") for s, e in a["spans"]] + [(s, e, "b") for s, e in b["spans"]])
+    for (s1, e1, _), (s2, _, _) in zip(spans, spans[1:]):
+        assert s2 >= e1 - 1e-3, "two processes held the machine at once"
+    owners = [o for _, _, o in spans]
+    switches = sum(1 for x, y in zip(owners, owners[1:]) if x != y)
+    assert switches >= 12, owners  # 16 blocks: strict alternation is 15 switches
+    assert a["taken"] >= 5 and b["taken"] >= 5, (a["taken"], b["taken"])
+
+
+def test_a_process_alone_does_not_wait_for_a_partner(tmp_path):
+    t0 = time.perf_counter()
+    r = _result(_start(tmp_path / "alone.turn", blocks=10))
+    assert r["taken"] == 0
+    assert r["waited"] < 10 * 0.05 + 1.0, r  # at most ALONE_S per pass, plus scheduling slack
+    assert time.perf_counter() - t0 < 60
