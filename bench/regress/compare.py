@@ -27,7 +27,7 @@ sets one value for all):
   the interval itself;
 - one pair of runs measured at the same time, in turns (``timing.turns``, see
   :mod:`bench.measure.turns`): 2 %. Both saw the same drift; what is left is the difference
-  between two processes of one configuration (up to ~2 %), which one pair cannot show;
+  between two processes of one configuration (sd 1.8 %), which one pair cannot show;
 - otherwise (a side holds one run): :data:`SINGLE_RUN_NOISE_FLOOR`. One run's interval covers only its own
   iterations, and on a shared machine the speed of the same process drifts by several percent
   over tens of seconds (measured: README, "What compare can see"), which no statistic of one
@@ -62,7 +62,7 @@ DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
 DEFAULT_THRESHOLD = 0.03
 DEFAULT_NOISE_FLOOR = 0.01  # both sides hold >= 2 runs (or interleaved pairs) of the point
 #: One interleaved pair: the drift is shared, but two processes of one configuration still
-#: differ by up to ~2 % (memory layout), which one pair cannot show (README, measured).
+#: differ (sd 1.8 % over 18 pairs), which one pair cannot show (README, measured).
 PAIR_NOISE_FLOOR = 0.02
 #: A side with a single run: the drift between runs of the same configuration on this
 #: project's 2-core machines (README, "What compare can see").
