@@ -28,14 +28,13 @@ def main(argv):
     from bench.results.io import atomic_write_text
     from bench.results.store import load_table
 
+    out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
     if argv[:1] == ["--from"]:
         if len(argv) != 4 or argv[2] != "--wall":
             print("usage: harness_overhead.py --from SWEEP_DIR --wall SECONDS", file=sys.stderr)
             return 2
         sweep_dirs, total = [Path(argv[1])], float(argv[3])
-        out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
     else:
-        out_dir = Path(tempfile.mkdtemp(prefix="fastvlm-overhead-"))
         args = [sys.executable, "-m", "bench", *argv, f"results_dir={out_dir}", "report=false", "force=true"]
         t0 = time.perf_counter()
         proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)

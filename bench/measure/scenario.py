@@ -238,9 +238,9 @@ def _compile(point: PointConfig, vlm, run_once, rec: Record) -> None:
 
 @torch.inference_mode()
 def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: Turns) -> None:
-    taken_before = turns.taken_by_others
     from ..models.preprocess import load_sample_image
 
+    taken_before = turns.taken_by_others
     dev = torch.device(point.device)
     images = [load_sample_image()] * point.batch_size
     pixels = vlm.preprocess(images)

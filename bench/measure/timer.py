@@ -174,7 +174,6 @@ class StageTimer:
             raise ValueError("bad timing rule: " + "; ".join(bad))
         paused = 0.0  # seconds spent in other processes' turns: excluded from every duration
         block_start = time.perf_counter()
-
         blocks = 0  # turns passed while timing
 
         def maybe_pass(timing: bool) -> None:

@@ -6,8 +6,9 @@ model timed alternately in one process move together, step for step). Two runs m
 the other therefore differ by that drift, and no statistic of either run can see it. Runs made
 *at the same time, in turns* see the same drift: the vision-latency ratio of two processes
 of one configuration that alternate blocks stayed within 0.961-1.024 (sd 1.8 %, 18 pairs),
-where runs one after the other read 0.925-1.069 (README, "What compare can see"). This is the interleaved A/B design of performance bots
-(e.g. Chromium's Pinpoint), done with a lock instead of a scheduler.
+where runs one after the other read 0.925-1.069 (README, "What compare can see"). This is the
+interleaved A/B design of performance bots (e.g. Chromium's Pinpoint), done with a lock
+instead of a scheduler.
 
 How. ``timing.turns=FILE`` (the same path in every process, e.g. the base checkout's sweep
 and the candidate's, started together). From its first point on, a process holds an exclusive

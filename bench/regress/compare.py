@@ -28,10 +28,10 @@ sets one value for all):
 - one pair of runs measured at the same time, in turns (``timing.turns``, see
   :mod:`bench.measure.turns`): 2 %. Both saw the same drift; what is left is the difference
   between two processes of one configuration (sd 1.8 %), which one pair cannot show;
-- otherwise (a side holds one run): :data:`SINGLE_RUN_NOISE_FLOOR`. One run's interval covers only its own
-  iterations, and on a shared machine the speed of the same process drifts by several percent
-  over tens of seconds (measured: README, "What compare can see"), which no statistic of one
-  run can see. Interleave the two sides to resolve a few percent.
+- otherwise (a side holds one run): :data:`SINGLE_RUN_NOISE_FLOOR`. One run's interval covers
+  only its own iterations, and on a shared machine the speed of the same process drifts by
+  several percent over tens of seconds (measured: README, "What compare can see"), which no
+  statistic of one run can see. Interleave the two sides to resolve a few percent.
 
 Improvements symmetrically.
 
@@ -106,8 +106,12 @@ SPEEDUP_METRICS: Tuple[str, ...] = ("vision_latency", "ttft")
 
 def metric_ratio(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[str, Any]], spec: MetricSpec,
                  n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                 seed: int = DEFAULT_SEED) -> Optional[Dict[str, Any]]:
-    """Compare one metric of a point's runs on both sides; None when no column is filled on both."""
+                 seed: int = DEFAULT_SEED,
+                 pairs: Optional[Sequence[Tuple[int, int]]] = None) -> Optional[Dict[str, Any]]:
+    """Compare one metric of a point's runs on both sides; None when no column is filled on both.
+
+    ``pairs`` (indices into the two sides, from :func:`interleaved_pairs`): the runs were made in
+    pairs at the same time, so the ratio is taken within pairs."""
     import numpy as np
 
     column = next((c for c in spec.columns if all(as_float(r.get(c)) is not None for r in [*base_rows, *cand_rows])),
@@ -123,20 +127,16 @@ def metric_ratio(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Map
     bs = [row_samples(r, spec.samples) for r in base_rows]
     cs = [row_samples(r, spec.samples) for r in cand_rows]
     if spec.samples and all(bs) and all(cs):
-        pairs = interleaved_pairs(base_rows, cand_rows)
         try:
             if pairs is not None:  # measured in pairs at the same time: compare within pairs
-                point, low, high = paired_ratio_ci([(row_samples(b, spec.samples), row_samples(c, spec.samples))
-                                                    for b, c in pairs], n_resamples, confidence, seed)
-                out["method"] = "paired bootstrap"
+                point, low, high = paired_ratio_ci([(bs[i], cs[j]) for i, j in pairs], n_resamples, confidence, seed)
             else:
                 point, low, high = ratio_ci(bs, cs, n_resamples, confidence, seed)
         except ValueError as exc:
             out["note"] = str(exc)
             return out
-        out.update(ratio=point, ci_low=low, ci_high=high, n_base=sum(map(len, bs)), n_candidate=sum(map(len, cs)))
-        if out["method"] == "exact":
-            out["method"] = "bootstrap"
+        out.update(ratio=point, ci_low=low, ci_high=high, n_base=sum(map(len, bs)), n_candidate=sum(map(len, cs)),
+                   method="paired bootstrap" if pairs is not None else "bootstrap")
         return out
     if spec.samples:
         out["note"] = "no raw samples: exact ratio of medians"
@@ -163,11 +163,11 @@ def _window(row: Mapping[str, Any]) -> Optional[Tuple[float, float]]:
 
 
 def interleaved_pairs(base_rows: Sequence[Mapping[str, Any]],
-                      cand_rows: Sequence[Mapping[str, Any]]) -> Optional[List[Tuple[Mapping, Mapping]]]:
-    """``[(base run, candidate run), ...]`` when the two sides were measured in pairs at the same
-    time, in turns (``timing.turns``): each base run with exactly one candidate run that names
-    the same turn file and whose time window overlaps its own; else None. Every run must have
-    seen another process take turns."""
+                      cand_rows: Sequence[Mapping[str, Any]]) -> Optional[List[Tuple[int, int]]]:
+    """``[(base index, candidate index), ...]`` when the two sides were measured in pairs at the
+    same time, in turns (``timing.turns``): each base run with exactly one candidate run that
+    names the same turn file and whose time window overlaps its own; else None. Every run must
+    have seen another process take turns."""
     if len(base_rows) != len(cand_rows) or not base_rows:
         return None
     if not all((as_float(r.get("turns_taken")) or 0) >= 1 for r in [*base_rows, *cand_rows]):
@@ -175,31 +175,32 @@ def interleaved_pairs(base_rows: Sequence[Mapping[str, Any]],
     turn = lambda r: normalize_value(r.get("setting_timing_turns"))  # noqa: E731
     overlaps = lambda x, y: x[0] < y[1] and y[0] < x[1]  # noqa: E731
     wc = [_window(r) for r in cand_rows]
-    pairs, used = [], set()
-    for b in base_rows:
+    pairs: List[Tuple[int, int]] = []
+    for i, b in enumerate(base_rows):
         w = _window(b)
         if w is None or turn(b) is None:
             return None
         hits = [j for j, c in enumerate(cand_rows)
                 if turn(c) == turn(b) and wc[j] is not None and overlaps(w, wc[j])]
-        if len(hits) != 1 or hits[0] in used:
+        if len(hits) != 1 or any(j == hits[0] for _, j in pairs):
             return None
-        used.add(hits[0])
-        pairs.append((b, cand_rows[hits[0]]))
+        pairs.append((i, hits[0]))
     return pairs
 
 
-def interleaved(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[str, Any]]) -> bool:
-    return interleaved_pairs(base_rows, cand_rows) is not None
-
-
-def point_noise_floor(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[str, Any]]) -> float:
+def point_noise_floor(runs_base: int, runs_candidate: int, paired: bool) -> float:
     """The default noise floor of a point: 1 % when the interval can see run-to-run drift (both
     sides hold several runs or pairs of the point), 2 % for one interleaved pair (the drift is
     shared, the process-to-process difference is not visible), else the single-run floor."""
-    if min(len(base_rows), len(cand_rows)) >= 2:
+    if min(runs_base, runs_candidate) >= 2:
         return DEFAULT_NOISE_FLOOR
-    return PAIR_NOISE_FLOOR if interleaved(base_rows, cand_rows) else SINGLE_RUN_NOISE_FLOOR
+    return PAIR_NOISE_FLOOR if paired else SINGLE_RUN_NOISE_FLOOR
+
+
+#: How the default noise floor is chosen, in words (for reports).
+NOISE_FLOOR_RULE = (f"{DEFAULT_NOISE_FLOOR * 100:g} % with several runs per side, {PAIR_NOISE_FLOOR * 100:g} % for "
+                    f"one interleaved pair, {SINGLE_RUN_NOISE_FLOOR * 100:g} % for single runs made at different "
+                    "times: their intervals cannot show run-to-run drift")
 
 
 def side_differences(base_df, cand_df, columns: Sequence[str]) -> List[str]:
@@ -237,16 +238,18 @@ def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
     comparisons = []
     for key, b_rows, c_rows in m.pairs:
         label = row_label(b_rows[0], extra)
+        pairs = interleaved_pairs(b_rows, c_rows)
+        floor = noise_floor if noise_floor is not None else point_noise_floor(len(b_rows), len(c_rows),
+                                                                               pairs is not None)
         for name in metrics:
             spec = METRICS[name]
-            res = metric_ratio(b_rows, c_rows, spec, n_resamples, confidence, seed)
+            res = metric_ratio(b_rows, c_rows, spec, n_resamples, confidence, seed, pairs)
             if res is None:
                 continue
             thr = metric_thresholds.get(name, threshold)
-            floor = noise_floor if noise_floor is not None else point_noise_floor(b_rows, c_rows)
             res.update(config=dict(zip(keys, key)), label=label, threshold=thr, lower_is_better=spec.lower_is_better,
-                       noise_floor=floor, interleaved=interleaved(b_rows, c_rows), verdict=verdict(res["ratio"], res["ci_low"], res["ci_high"], thr, floor,
-                                                          spec.lower_is_better))
+                       noise_floor=floor, interleaved=pairs is not None,
+                       verdict=verdict(res["ratio"], res["ci_low"], res["ci_high"], thr, floor, spec.lower_is_better))
             comparisons.append(res)
 
     b_bad = {row_key(r, keys): r for r in not_ok_rows(base_df)}
@@ -354,9 +357,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help=f"default: {','.join(DEFAULT_METRICS)}; known: {','.join(METRICS)}")
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD), help="smallest change reported, as a fraction "
                    f"(default {DEFAULT_THRESHOLD})")
-    p.add_argument("--noise-floor", default=None, help="the interval must also clear 1 +- this (default: "
-                   f"{DEFAULT_NOISE_FLOOR} when both sides hold several runs of a point, {SINGLE_RUN_NOISE_FLOOR} "
-                   "when a side has one run, whose interval cannot show run-to-run drift)")
+    p.add_argument("--noise-floor", default=None, help="the interval must also clear 1 +- this (default, per "
+                   f"point: {NOISE_FLOOR_RULE})")
     p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=FRACTION",
                    help="per-metric threshold, e.g. ttft=0.10 (repeatable)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 2000)")

@@ -59,9 +59,9 @@ def _rule_text(result: Dict[str, Any]) -> str:
     floor = result.get("noise_floor")
     if floor is None:  # per point, from the runs it has
         floors = sorted({c["noise_floor"] for c in result["comparisons"] if c.get("noise_floor") is not None})
-        why = (" (1 % with several runs per side, 2 % for one interleaved pair, 8 % for single runs made at "
-               "different times: their intervals cannot show run-to-run drift)")
-        return text + ", noise floor " + " / ".join(f"{f * 100:g}%" for f in floors) + why
+        from .compare import NOISE_FLOOR_RULE
+
+        return text + ", noise floor " + " / ".join(f"{f * 100:g}%" for f in floors) + f" ({NOISE_FLOOR_RULE})"
     return text + f", noise floor {floor * 100:g}%"
 
 

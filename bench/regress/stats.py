@@ -53,6 +53,21 @@ def _clean(runs: Sequence[Sequence[float]], side: str) -> list:
     return out
 
 
+def _check(confidence: float, n_resamples: int) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+
+
+def _interval(ratios: np.ndarray, point: float, confidence: float) -> Tuple[float, float, float]:
+    """``(point, low, high)``: the percentile interval of the bootstrap ratios, widened to hold
+    the point."""
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return point, float(min(low, point)), float(max(high, point))
+
+
 def ratio_ci(base_runs: Sequence[Sequence[float]], cand_runs: Sequence[Sequence[float]], n_resamples: int = 2000,
              confidence: float = 0.95, seed: int = 0) -> Tuple[float, float, float]:
     """``candidate / base`` of the median-of-run-medians, with a hierarchical bootstrap interval.
@@ -61,10 +76,7 @@ def ratio_ci(base_runs: Sequence[Sequence[float]], cand_runs: Sequence[Sequence[
     non-positive base, or a bad confidence.
     """
     b, c = _clean(base_runs, "base"), _clean(cand_runs, "candidate")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    _check(confidence, n_resamples)
     base_point = float(np.median([np.median(r) for r in b]))
     if base_point <= 0:
         raise ValueError(f"base median must be positive, got {base_point}")
@@ -73,9 +85,7 @@ def ratio_ci(base_runs: Sequence[Sequence[float]], cand_runs: Sequence[Sequence[
     mb, mc = _side_medians(b, n_resamples, rng), _side_medians(c, n_resamples, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = mc / mb
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
-    return point, float(min(low, point)), float(max(high, point))
+    return _interval(ratios, point, confidence)
 
 
 def paired_ratio_ci(pairs: Sequence[Tuple[Sequence[float], Sequence[float]]], n_resamples: int = 2000,
@@ -87,10 +97,7 @@ def paired_ratio_ci(pairs: Sequence[Tuple[Sequence[float], Sequence[float]]], n_
     """
     if not pairs:
         raise ValueError("no pairs")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    _check(confidence, n_resamples)
     b = _clean([x for x, _ in pairs], "base")
     c = _clean([y for _, y in pairs], "candidate")
     if len(b) != len(pairs) or len(c) != len(pairs):
@@ -108,9 +115,7 @@ def paired_ratio_ci(pairs: Sequence[Tuple[Sequence[float], Sequence[float]]], n_
     else:
         pick = rng.integers(0, k, size=(n_resamples, k))
         ratios = np.median(per_pair[pick, np.arange(n_resamples)[:, None]], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
-    return point, float(min(low, point)), float(max(high, point))
+    return _interval(ratios, point, confidence)
 
 
 def verdict(point: Optional[float], low: Optional[float], high: Optional[float], threshold: float,
