@@ -130,7 +130,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=("interleaved", "sequential"), default="interleaved")
     ap.add_argument("--cycles", type=int, default=10, help="cycles (default 10)")
     ap.add_argument("--slowdown", type=float, default=0.05, help="fraction of the vision stage (default 0.05)")
-    ap.add_argument("--runs-per-side", type=int, default=3, help="runs per side of the multi-run comparisons")
+    ap.add_argument("--runs-per-side", type=int, default=6,
+                    help="runs (pairs) per side of the multi-run comparisons (default 6)")
     ap.add_argument("--analyse", type=Path, nargs="+", default=None,
                     help="only run the comparisons, on finished folders (their cycles pooled)")
     ap.add_argument("point", nargs="*", help="Hydra overrides replacing the default point")

@@ -9,7 +9,7 @@ evicts the model's data from the caches, so the measured slowdown is somewhat la
 
 Runs are made in pairs of processes at the same time, taking turns on the machine
 (``timing.turns``): on a shared machine the speed drifts by several percent over tens of
-seconds, and only runs that share the drift can be compared at a small noise floor (2 % for one
+seconds, and only runs that share the drift can be compared at a small noise floor (5 % for one
 pair). Runs made one after the other get the single-run floor instead.
 """
 from __future__ import annotations
@@ -107,6 +107,17 @@ def test_several_runs_per_side_are_resampled_as_runs(runs):
     p, data, vis = _compare(runs, f"{runs['a']},{runs['again']}", f"{runs['c']}")
     assert data["runs_base"] == 2 and vis["runs_base"] == 2 and vis["method"] == "bootstrap", vis
     assert vis["noise_floor"] == SINGLE_RUN_NOISE_FLOOR  # the candidate has one run
+
+
+def test_several_pairs_are_compared_across_pairs(runs):
+    """a || again and c || slow as two pairs of one A/B: each base run is paired with the
+    candidate run that shared its turn file. Student's t over two pairs that disagree (about
+    1.0 and 1.3) holds that spread, so nothing is claimed."""
+    from bench.regress.compare import DEFAULT_NOISE_FLOOR
+
+    p, data, vis = _compare(runs, f"{runs['a']},{runs['c']}", f"{runs['again']},{runs['slow']}")
+    assert vis["interleaved"] and vis["method"] == "paired t" and vis["noise_floor"] == DEFAULT_NOISE_FLOOR, vis
+    assert vis["ci_low"] < 1.0 < vis["ci_high"] and vis["verdict"] == "unchanged", vis
 
 
 def test_incomparable_sides_warn_and_strict_refuses(runs):

@@ -61,3 +61,35 @@ def test_a_process_alone_does_not_wait_for_a_partner(tmp_path):
     assert r["taken"] == 0
     assert r["waited"] < 10 * 0.05 + 1.0, r  # at most ALONE_S per pass, plus scheduling slack
     assert time.perf_counter() - t0 < 60
+
+
+def test_pinning_moves_every_thread_and_keeps_the_machine_thread_count():
+    """Processes taking turns run on the same CPUs: ``pin_to_first_cpus`` pins every thread of
+    the process, the compute pool an earlier point started included, and a later point's
+    default thread count is still the machine's (not the pin's)."""
+    import os
+
+    import pytest
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs at least 2 CPUs to tell a pin from no pin")
+    code = (
+        "import os, sys, json, torch\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from bench.measure.turns import pin_to_first_cpus\n"
+        "from bench.measure.scenario import resolve_threads\n"
+        "before = resolve_threads(None)\n"
+        "torch.set_num_threads(before)\n"
+        "torch.mm(torch.randn(512, 512), torch.randn(512, 512))  # starts the compute pool\n"
+        "cpus = pin_to_first_cpus(1)\n"
+        "torch.mm(torch.randn(512, 512), torch.randn(512, 512))\n"
+        "tasks = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir('/proc/self/task')}\n"
+        "print(json.dumps({'before': before, 'after': resolve_threads(None), 'cpus': cpus, 'tasks': tasks}))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    first = min(os.sched_getaffinity(0))
+    assert out["cpus"] == [first]
+    assert len(out["tasks"]) >= 2, out  # the pool's threads exist, and they are pinned too
+    assert all(v == [first] for v in out["tasks"].values()), out
+    assert out["after"] == out["before"] == len(os.sched_getaffinity(0))

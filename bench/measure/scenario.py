@@ -10,7 +10,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import logging
-import os
 import time
 import traceback
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConf
 from .timer import StageTimer
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
-from .turns import Turns, held
+from .turns import Turns, allowed_cpus, held, pin_to_first_cpus
 from .trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
                               measure_peak_tflops, nvml_snapshot)
 
@@ -115,10 +114,7 @@ def resolve_threads(threads: Optional[int]) -> int:
     ``torch.get_num_threads()`` says, which is the previous point's setting."""
     if threads:
         return int(threads)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(allowed_cpus())
 
 
 def configure_backends(point: PointConfig) -> None:
@@ -169,7 +165,10 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     # Interleaved with other processes (timing.turns): hold the machine from here on.
     turns = held(cfg.timing.turns)
     try:
+        pinned = pin_to_first_cpus(point.threads) if turns.path and dev.type == "cpu" else None
         rec.device_info = device_info(dev)
+        if pinned is not None:
+            rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
                               memory_headroom=cfg.memory_headroom)
