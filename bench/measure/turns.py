@@ -20,10 +20,10 @@ the lock again; alone, it goes on after ``ALONE_S``. After getting the turn back
 runs one untimed iteration: the other process has evicted the caches.
 
 Same cores. On a CPU, a process whose threads do not fill the machine runs on whichever cores
-the scheduler gives it, and on a VM the cores are not equally fast (another tenant's work on a
-sibling hyperthread): two processes of one configuration at 1 thread, taking turns, read
-vision ratios with an sd of 3.2 % over 12 pairs unpinned and 2.2 % over 10 pairs with both
-pinned to the same core (tiny models, this 2-core VM, 2026-11-25). So processes that take
+the scheduler gives it, and on a VM the cores are not equally fast: two processes of one
+configuration at 1 thread, taking turns, read vision ratios with an sd of 3.0 % over 12 pairs
+unpinned, 2.2 % over 10 pairs both pinned to one core with ``taskset`` and 1.8 % over 12 pairs
+pinned by this module (tiny models, this 2-core VM, 2026-11-25). So processes that take
 turns are pinned (:func:`pin_to_first_cpus`) to the first ``threads`` CPUs they may use: the
 same CPUs in every process of the pair. A run alone (no turn file) is left to the scheduler.
 
@@ -51,7 +51,6 @@ class Turns:
         self.fd: Optional[int] = None
         self.held = False
         self.waited_s = 0.0  # time spent waiting for other processes' turns
-        self.passes = 0
         self.taken_by_others = 0  # passes another process took: 0 means it ran alone
 
     def __enter__(self) -> "Turns":
@@ -101,7 +100,6 @@ class Turns:
             self.taken_by_others += 1
         self.waited_s += time.perf_counter() - t0
         self._take()
-        self.passes += 1
 
 
 _HELD: Dict[str, Turns] = {}
