@@ -82,6 +82,7 @@ class TimingConf:
     turns: Optional[str] = None  # a file shared with processes to interleave with (bench.measure.turns)
     turn_seconds: float = 1.0  # with turns: pass the turn after blocks of about this long
     turn_blocks: int = 6  # with turns: time at least this many blocks (budget permitting)
+    turn_parties: int = 2  # with turns: nobody starts until this many processes have arrived
 
     def problems(self) -> List[str]:
         out = []
@@ -97,6 +98,8 @@ class TimingConf:
             out.append(f"timing.max_repeats ({self.max_repeats}) must be >= timing.min_repeats ({self.min_repeats})")
         if self.max_seconds <= 0:
             out.append(f"timing.max_seconds must be positive, got {self.max_seconds}")
+        if self.turn_parties < 1:
+            out.append(f"timing.turn_parties must be >= 1, got {self.turn_parties}")
         if self.turn_seconds <= 0 or self.turn_blocks < 0:
             out.append(f"timing.turn_seconds must be positive and timing.turn_blocks >= 0, got "
                        f"{self.turn_seconds} and {self.turn_blocks}")

@@ -93,3 +93,47 @@ def test_pinning_moves_every_thread_and_keeps_the_machine_thread_count():
     assert len(out["tasks"]) >= 2, out  # the pool's threads exist, and they are pinned too
     assert all(v == [first] for v in out["tasks"].values()), out
     assert out["after"] == out["before"] == len(os.sched_getaffinity(0))
+
+
+ARRIVER = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from bench.measure.turns import arrive
+t0 = time.time()
+n = arrive({turn!r}, {parties}, timeout_s={timeout})
+print(json.dumps({{"started": t0, "through": time.time(), "n": n}}))
+"""
+
+
+def _arriver(turn, parties, timeout=60.0):
+    code = ARRIVER.format(root=str(ROOT), turn=str(turn), parties=parties, timeout=timeout)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_nobody_starts_before_the_partner_has_arrived(tmp_path):
+    """``timing.turn_parties``: the process that comes first waits for the late one (its partner
+    still starting up must not share the cores with its build and first blocks)."""
+    turn = tmp_path / "ab.turn"
+    early = _arriver(turn, 2)
+    time.sleep(2.0)
+    late = _arriver(turn, 2)
+    a, b = _result(early), _result(late)
+    assert a["n"] == b["n"] == 2
+    assert a["through"] >= b["started"], "the early process went on before its partner arrived"
+    assert a["through"] - a["started"] >= 1.5
+
+
+def test_arrivals_of_finished_processes_do_not_count(tmp_path):
+    """A turn file reused by the next pair (the README's loop): last pair's pids are dead and are
+    not partners; with nobody else there the process goes on after the timeout, saying so."""
+    turn = tmp_path / "reused.turn"
+    for _ in range(2):
+        assert _result(_arriver(turn, 1))["n"] == 1
+    t0 = time.perf_counter()
+    p = _arriver(turn, 2, timeout=1.0)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert json.loads(out)["n"] == 1  # the two earlier pids are in the file, but dead
+    assert "only 1 of timing.turn_parties=2" in err
+    assert 1.0 <= time.perf_counter() - t0 < 30
+    assert len((tmp_path / "reused.turn.arrivals").read_text().split()) == 1  # dead ones pruned

@@ -163,7 +163,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         return rec
     vlm = None
     # Interleaved with other processes (timing.turns): hold the machine from here on.
-    turns = held(cfg.timing.turns)
+    turns = held(cfg.timing.turns, cfg.timing.turn_parties)
     try:
         pinned = pin_to_first_cpus(point.threads) if turns.path and dev.type == "cpu" else None
         rec.device_info = device_info(dev)

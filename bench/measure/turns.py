@@ -19,6 +19,12 @@ taken the turn (a counter in the file), so that the unlocking process does not s
 the lock again; alone, it goes on after ``ALONE_S``. After getting the turn back, the timer
 runs one untimed iteration: the other process has evicted the caches.
 
+Arriving together. Processes started together are not ready together: the one that wins the
+first turn used to build, warm up and time its first blocks while its partner was still
+importing, unpinned, on the same cores, and it then read slower for its whole run. So no
+process takes its first turn until ``timing.turn_parties`` processes (default 2) have arrived
+at the file (:func:`arrive`; measured there).
+
 Same cores. On a CPU, a process whose threads do not fill the machine runs on whichever cores
 the scheduler gives it, and on a VM the cores are not equally fast: two processes of one
 configuration at 1 thread, taking turns, read vision ratios with an sd of 3.0 % over 12 pairs
@@ -41,6 +47,9 @@ from ..config import ConfigError
 
 #: How long a process that passed its turn waits for another to take it before going on alone.
 ALONE_S = 0.05
+
+#: How long a process waits for its partners to arrive (``timing.turn_parties``) before going on.
+ARRIVAL_TIMEOUT_S = 120.0
 
 
 class Turns:
@@ -134,13 +143,79 @@ def pin_to_first_cpus(threads: int) -> Optional[List[int]]:
     return cpus
 
 
-def held(path: Optional[str]) -> Turns:
+def held(path: Optional[str], parties: int = 1) -> Turns:
     """The process's turn on ``path``, taken on first use and kept until the process exits (the
     kernel drops the lock then): between points too, so that this process's own bookkeeping
-    never runs during another's timed block. ``None``: a no-op Turns."""
+    never runs during another's timed block. ``None``: a no-op Turns.
+
+    Before the first turn, the process waits until ``parties`` processes (itself included) have
+    arrived at the turn file (:func:`arrive`), so that no process builds its model while a
+    partner is still starting up on the same cores."""
     if not path:
         return Turns(None)
     key = str(Path(path).expanduser().resolve())
     if key not in _HELD:
+        arrive(key, parties)
         _HELD[key] = Turns(key).__enter__()
     return _HELD[key]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _arrivals(fd: int) -> List[int]:
+    """The live pids in an arrivals file (dead ones are earlier runs that shared the path)."""
+    raw = os.pread(fd, 1 << 16, 0).decode(errors="replace").split()
+    return [pid for pid in dict.fromkeys(int(x) for x in raw if x.isdigit()) if _alive(pid)]
+
+
+def arrive(path: str, parties: int, timeout_s: Optional[float] = None) -> int:
+    """Register this process in ``<path>.arrivals`` and wait until ``parties`` live processes
+    are registered there, or ``timeout_s`` (default ``ARRIVAL_TIMEOUT_S``) has passed (then it
+    goes on, with a warning). Returns how many had arrived.
+
+    Why. Two processes started together are not ready together: the one that wins the turn
+    used to build, warm up and time its first blocks while its partner was still importing
+    and composing its config, unpinned, on the same cores. In 36 such pairs (FastViTHD 256 px
+    + Qwen2-0.5B, 2 threads, this 2-core VM, 2026-12-01) the process that built first read a
+    vision latency 3.3 % higher than its partner on average (27 of 36 pairs), and all four
+    pairs that differed by 19-22 % had the first builder as the slow one. With this wait, in 36
+    pairs of the same point on the same machine: 0.6 % (19 of 36), one pair past 10 %. The first
+    builder still builds faster (about 2 s against 5.5 s for the second; not understood).
+    """
+    import logging
+
+    timeout_s = ARRIVAL_TIMEOUT_S if timeout_s is None else timeout_s
+    side = f"{path}.arrivals"
+    try:
+        fd = os.open(side, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"timing.turns: cannot open {side}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            live = _arrivals(fd) + [os.getpid()]
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, "".join(f"{pid}\n" for pid in live).encode(), 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            n = len(_arrivals(fd))
+            if n >= parties:
+                return n
+            if time.monotonic() > deadline:
+                logging.getLogger("fastvlm_bench").warning(
+                    "timing.turns: only %d of timing.turn_parties=%d processes arrived at %s in %.0f s; going on",
+                    n, parties, path, timeout_s)
+                return n
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
