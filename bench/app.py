@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, register_configs, sweeps_dir
 from .measure.callbacks import in_grid, to_bench_config
-from .measure.runner import fail, run_point
+from .measure.runner import PointInterrupted, fail, run_point
 from .results.io import ResultsWriteError
 
 SWEEPS_DIR = str(sweeps_dir())  # the checkout's sweeps/, or the copy bundled in the wheel
@@ -34,6 +34,15 @@ _RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 OmegaConf.register_new_resolver("fvb_run_id", lambda: _RUN_ID, use_cache=True, replace=True)
 
 
+#: True in the process that :func:`main` started: the sweep's driver, which runs the points
+#: itself under Hydra's basic launcher. False in a launcher's worker (submitit), which runs one
+#: point and must end with an exception, for submitit to write the job's result.
+_DRIVER = False
+
+#: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
+EXIT_SIGTERM = 143
+
+
 @hydra.main(version_base="1.3", config_path=SWEEPS_DIR, config_name="config")
 def run(cfg: DictConfig) -> Dict[str, Any]:
     try:
@@ -42,6 +51,12 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         fail(str(exc), 2)
     except ResultsWriteError as exc:
         fail(str(exc), 1)
+    except PointInterrupted as exc:
+        if not _DRIVER:
+            raise
+        # Hydra's launcher catches an Exception from a job and goes on to the next point: a
+        # `kill`, `timeout` or cancelled CI job would be ignored for the rest of the sweep.
+        fail(f"{exc}; the points finished before it are kept", EXIT_SIGTERM)
     return {}  # unreachable: fail() exits
 
 
@@ -49,6 +64,8 @@ def main(args: List[str]) -> None:
     """Run the sweep ``fastvlm-bench ARGS`` (Hydra overrides): register the structured configs
     (the ``encoder``/``llm`` groups come from the registries at this moment, so a model
     registered before this call is a valid ``encoder=NAME``), then hand over to Hydra."""
+    global _DRIVER
+    _DRIVER = True
     register_configs()
     sys.argv = [sys.argv[0]] + list(args)
     run()

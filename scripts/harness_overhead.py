@@ -58,7 +58,7 @@ def main(argv):
     print(f"inside timed regions       {timed:8.1f} s  ({100 * timed / total:5.1f} %)")
     print(f"warm-up iterations         {warmup:8.1f} s  ({100 * warmup / total:5.1f} %)")
     print(f"model build                {build:8.1f} s  ({100 * build / total:5.1f} %)")
-    print(f"flop count + peak       {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
+    print(f"FLOP count, peak, GC    {untimed_passes:8.1f} s  ({100 * untimed_passes / total:5.1f} %)")
     if compile_s:
         print(f"torch.compile              {compile_s:8.1f} s  ({100 * compile_s / total:5.1f} %)")
     print(f"process/Hydra/store        {rest:8.1f} s  ({100 * rest / total:5.1f} %)")

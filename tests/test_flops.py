@@ -66,3 +66,31 @@ def test_fake_count_equals_real_count_and_computes_nothing():
         fake_out, fake = count_flops(lambda: vlm.encode(px))
     assert real == fake > 0
     assert type(fake_out).__name__ == "FakeTensor" and fake_out.shape == real_out.shape
+
+
+def test_points_in_one_process_share_a_prefill_count_only_for_equal_shapes(tmp_path):
+    """``measure_point`` counts a prefill once per LLM, attention and input shapes: tiny_vit at
+    64 px and tiny_convnext at 128 px both give 16 tokens and share it; another prompt length or LLM
+    is counted anew (the formula's sequence length is tokens + prompt)."""
+    from bench.config import BenchConfig, EncoderConf, LLMConf, QUICK_TIMING
+    from bench.measure.scenario import measure_point
+
+    def prefill_flops(encoder, llm="qwen2_tiny", prompt=32, res=64):
+        cfg = BenchConfig(name="f", encoder=EncoderConf(encoder), llm=LLMConf(llm), resolution=res, device="cpu",
+                          prompt_tokens=prompt, timing=QUICK_TIMING, measure_peak=False, results_dir=str(tmp_path))
+        rec = measure_point(cfg)
+        assert rec.status == "ok", rec.message
+        assert rec.visual_tokens == 16
+        return rec.flops["prefill"]
+
+    def direct(llm, prompt):
+        vlm = _vlm("tiny_vit", llm, 64)
+        with torch.inference_mode():
+            return count_flops(lambda: vlm.prefill(torch.zeros(1, 16, vlm.llm.config.hidden_size),
+                                                   vlm.prompt_ids(1, prompt)))[1]
+
+    vit, convnext = prefill_flops("tiny_vit"), prefill_flops("tiny_convnext", res=128)
+    longer, llama = prefill_flops("tiny_vit", prompt=48), prefill_flops("tiny_vit", llm="llama_tiny")
+    assert vit == convnext == direct("qwen2_tiny", 32)
+    assert longer == direct("qwen2_tiny", 48) > vit
+    assert llama == direct("llama_tiny", 32) != vit

@@ -181,6 +181,36 @@ def test_disturbed_or_wide_points_are_flagged_in_the_record_and_the_report(tmp_p
     assert "Measurement quality" in md and "budget" in md
 
 
+def test_other_processes_cpu_use_counts_a_neighbour_and_not_our_own_children(tmp_path):
+    """The record's ``device_info`` share of the CPUs used by other processes: a busy process
+    that is not ours counts; our own busy child (as torch.compile's compile workers are) does
+    not. Compared in the same run, so a busy CI host moves both readings alike."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.measure.trackers import OtherCpuUse
+
+    busy = "import time\nt=time.time()\nwhile time.time()-t<2.5: pass"
+
+    def share_while(argv) -> float:
+        proc = subprocess.Popen(argv)
+        time.sleep(0.3)  # the busy loop is running (and the shell, if any, has exited)
+        use = OtherCpuUse()
+        time.sleep(1.5)
+        frac = use.read()["other_processes_cpu_frac"]
+        time.sleep(1.0)  # the busy loop has ended
+        proc.wait()
+        return frac
+
+    child = share_while([sys.executable, "-c", busy])
+    # started in the background by a shell that exits at once: the busy process is nobody's
+    # child of ours
+    neighbour = share_while(["sh", "-c", f"{sys.executable} -c '{busy}' &"])
+    assert neighbour - child > 0.25, (child, neighbour)
+    assert child < 0.25, child
+
+
 def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path):
     """bf16/fp16 placeholder weights can overflow; inf/NaN arithmetic can be faster than real
     arithmetic, so such a point must not be timed. An encoder in a test registry whose output is

@@ -114,6 +114,38 @@ def test_resume_after_interrupted_sweep(results_dir):
     assert p.returncode == 0 and "already measured" not in p.stdout + p.stderr
 
 
+def test_sigterm_ends_a_local_sweep_at_once_and_the_same_command_resumes_it(results_dir):
+    """`kill`, `timeout` or a cancelled CI job send SIGTERM. Hydra's basic launcher catches a
+    job's exception and goes on with the next point, so the sweep used to ignore it for the
+    rest of its points and end on a traceback. Now: one line, exit 143, at once."""
+    args = ["-m", *TINY, "name=term", f"results_dir={results_dir}", "encoder=tiny_vit",
+            "resolution=32,48,64", "timing.max_repeats=100000", "timing.max_seconds=30",
+            "timing.min_seconds=5"]  # >= 5 s a point: 10 s more after the signal
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    records = results_dir / "term" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the second point
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 143, err[-3000:]
+    assert elapsed < 5, f"the sweep went on for {elapsed:.1f} s after SIGTERM"
+    assert "Traceback" not in out + err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fastvlm-bench: error: ") and "interrupted by SIGTERM" in last, last
+    df = load_table(results_dir / "term")  # the table lists the finished point and the interrupted one
+    assert sorted(df.status) == ["error", "ok"] and len(list(records.glob("*.json"))) == 2
+    assert "interrupted by SIGTERM" in df[df.status == "error"].message.iloc[0]
+    p = run_cli(args[:-1] + ["timing.min_seconds=0"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (p.stdout + p.stderr).count("already measured") == 1
+    assert sorted(load_table(results_dir / "term").status) == ["ok"] * 3
+
+
 def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
     from bench.measure.scenario import measure_point

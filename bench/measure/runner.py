@@ -25,6 +25,17 @@ from ..results.store import ResultsStore
 
 log = logging.getLogger("fastvlm_bench")
 
+
+class PointInterrupted(Exception):
+    """SIGTERM arrived while a point was being measured (Slurm preemption, scancel, requeue).
+
+    Raised by the handler :func:`run_point` installs, so the point stops at once and
+    no ``ok`` record is written. An Exception (not a BaseException) so that submitit still
+    writes its result file and the sweep's driver learns that the job ended. In the driver
+    itself (Hydra's basic launcher) :func:`bench.app.run` turns it into the end of the sweep.
+    """
+
+
 #: Summary statuses of points that leave no record of this run.
 STATUS_CLAIMED = "claimed"  # another process was measuring it
 STATUS_UNAVAILABLE = "unavailable"  # its device does not exist on this machine
@@ -47,7 +58,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     the same folder skips a point another live process is measuring, rather than timing it
     at the same time on a shared machine and overwriting the first one's record.
     """
-    from .scenario import DeviceUnavailableError, PointInterrupted, measure_point, resolve_point
+    from .scenario import DeviceUnavailableError, measure_point, resolve_point
 
     validate(cfg)
     check_results_dir(cfg)
@@ -114,8 +125,6 @@ def _interrupt_on_sigterm():
         yield
         return
 
-    from .scenario import PointInterrupted
-
     def handler(signum, frame):
         raise PointInterrupted(f"interrupted by {signal.Signals(signum).name} while measuring "
                                "(preempted, cancelled or requeued); re-measured on the next run")
@@ -138,6 +147,7 @@ def _record_interruption(cfg: BenchConfig, point, store: ResultsStore, exc: Exce
     rec = Record(sweep=cfg.name, config=point, status=STATUS_ERROR, message=str(exc), env=environment(),
                  timestamp=_now())
     store.put(rec)
+    store.consolidate()  # the sweep may end here: its table must list what it has
 
 
 #: Test-only knob: ``DIR:N`` makes each point, just before it writes its record, touch a file in

@@ -22,15 +22,20 @@ from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .timer import StageTimer
+from .runner import PointInterrupted
+from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
 from .turns import Turns, allowed_cpus, held, pin_to_first_cpus
-from .trackers import (MemoryTracker, cpu_snapshot, device_info, measure_copy_gbps, measure_energy,
-                              measure_peak_tflops, nvml_snapshot)
+from .trackers import (MemoryTracker, OtherCpuUse, device_info, measure_copy_gbps, measure_energy,
+                       measure_peak_tflops, nvml_snapshot, warn_if_cpus_busy)
 
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
+#: FLOPs of a prefill, by what they depend on: the LLM, its attention and the input shapes.
+#: Points of different encoders with equal token counts (fastvit and convnext_l at 224 px:
+#: 49 each) share one count, 0.4 s for Qwen2-0.5B here.
+_PREFILL_FLOPS: dict = {}
 
 
 class DeviceUnavailableError(ConfigError):
@@ -72,15 +77,6 @@ def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[st
         st = f.stat()
         h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return str(p), h.hexdigest()[:12]
-
-
-class PointInterrupted(Exception):
-    """SIGTERM arrived while a point was being measured (Slurm preemption, scancel, requeue).
-
-    Raised by the handler :func:`bench.measure.runner.run_point` installs, so the point stops at once and
-    no ``ok`` record is written. An Exception (not a BaseException) so that submitit still
-    writes its result file and the sweep's driver learns that the job ended.
-    """
 
 
 def resolve_point(cfg: BenchConfig) -> PointConfig:
@@ -161,7 +157,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
         return rec
-    vlm = None
+    vlm = others = None
+    freeze_long_lived_objects()
     # Interleaved with other processes (timing.turns): hold the machine from here on.
     turns = held(cfg.timing.turns, cfg.timing.turn_parties)
     try:
@@ -169,13 +166,19 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         rec.device_info = device_info(dev)
         if pinned is not None:
             rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
+        others = OtherCpuUse() if dev.type == "cpu" else None
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom)
+                              memory_headroom=cfg.memory_headroom, keep_llm=True)
+        if others is not None:  # other processes' CPU use over the build, then over the measurement
+            rec.device_info["before"] = others.read()
+            warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
+            # taking turns, the partner's turns would count as disturbance: its probes say more
+            others = OtherCpuUse() if not turns.path else None
         rec.build_s = info.build_s
         rec.params = vlm.parameter_counts()
-        log.info("built %s in %.1fs (%.2f GiB of parameters)", point.label(), info.build_s,
-                 info.param_bytes / 2**30)
+        log.info("built %s in %.1fs (%.2f GiB of parameters%s)", point.label(), info.build_s,
+                 info.param_bytes / 2**30, ", the LLM kept from the previous point" if info.llm_kept else "")
         _time_point(cfg, point, vlm, rec, turns)
         rec.status = STATUS_OK
     except InsufficientMemoryError as exc:
@@ -183,7 +186,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
-        if isinstance(exc, PointInterrupted):  # SIGTERM (bench.measure.runner.run_point): the point ends here
+        if isinstance(exc, PointInterrupted):  # SIGTERM (runner._interrupt_on_sigterm): the point ends here
             raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
@@ -194,8 +197,9 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
             torch.cuda.empty_cache()
     if rec.device_info.get("type") == "cuda":
         rec.device_info["after"] = nvml_snapshot(dev)
-    elif rec.device_info:
-        rec.device_info["after"] = cpu_snapshot()
+    elif others is not None:
+        rec.device_info["during"] = others.read()
+        warn_if_cpus_busy(rec.device_info["during"], "while the point was measured")
     rec.wall_s = time.perf_counter() - t_start
     return rec
 
@@ -254,7 +258,10 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
         vis, fv = count_flops(lambda: encode(pixels))
         proj, fp = count_flops(lambda: project(vis))
-        _, fl = count_flops(lambda: prefill(proj, ids))
+        key = (point.llm, point.attn_implementation, tuple(proj.shape), tuple(ids.shape))
+        if key not in _PREFILL_FLOPS:
+            _PREFILL_FLOPS[key] = count_flops(lambda: prefill(proj, ids))[1]
+        fl = _PREFILL_FLOPS[key]
         rec.flops = {"vision_latency": fv, "projector": fp, "prefill": fl, "ttft": fv + fp + fl}
         del vis, proj
 

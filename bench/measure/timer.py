@@ -106,6 +106,25 @@ class TimingResult:
     probes: List[Dict[str, Any]] = field(default_factory=list)  # one per timed iteration
 
 
+_frozen = False
+
+
+def freeze_long_lived_objects() -> None:
+    """Move every object alive now into the collector's permanent generation, once a process.
+
+    Called before the first point builds anything: what exists then (torch, transformers,
+    timm and Hydra, about 430 000 objects) lives as long as the process, and the collection
+    before each timed loop (:meth:`StageTimer.run`) then scans only what came after, 0.02 s
+    instead of 0.11 s here. Frozen objects freed by reference counting are still freed; only
+    a reference cycle among them would outlive its use, and models are built after this.
+    """
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
 def _stable(times: List[float], window: int, tol: float) -> bool:
     if len(times) < 2 * window:
         return False
@@ -207,10 +226,10 @@ class StageTimer:
                 break
 
         probes: List[Dict[str, Any]] = []
+        warmup_s = time.perf_counter() - t0 - paused  # the collection below is the harness's, not warm-up
         gc.collect()
         gc_was_enabled = gc.isenabled()
         gc.disable()
-        warmup_s = time.perf_counter() - t0 - paused
         paused = 0.0
         t1 = time.perf_counter()
         n = 0

@@ -52,6 +52,15 @@ ALONE_S = 0.05
 ARRIVAL_TIMEOUT_S = 120.0
 
 
+def _open(path: str) -> int:
+    """The turn file or its side file, made if missing; a path that cannot be opened is a
+    config error naming it."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"timing.turns: cannot open {path}: {exc.strerror}") from None
+
+
 class Turns:
     """One turn file, opened and taken on ``__enter__``; see :func:`held`."""
 
@@ -64,10 +73,7 @@ class Turns:
 
     def __enter__(self) -> "Turns":
         if self.path:
-            try:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as exc:
-                raise ConfigError(f"timing.turns: cannot open {self.path}: {exc.strerror}") from None
+            self.fd = _open(self.path)
             self._take()
         return self
 
@@ -193,11 +199,7 @@ def arrive(path: str, parties: int, timeout_s: Optional[float] = None) -> int:
     import logging
 
     timeout_s = ARRIVAL_TIMEOUT_S if timeout_s is None else timeout_s
-    side = f"{path}.arrivals"
-    try:
-        fd = os.open(side, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise ConfigError(f"timing.turns: cannot open {side}: {exc.strerror}") from None
+    fd = _open(f"{path}.arrivals")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

@@ -45,9 +45,10 @@ class LLMSpec:
         """Build the causal LM (parameters wherever the caller's context puts them)."""
         if attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
-        from transformers import LlamaForCausalLM, Qwen2ForCausalLM
-
-        cls = Qwen2ForCausalLM if self.family == "qwen2" else LlamaForCausalLM
+        if self.family == "qwen2":  # only the family's own module: each costs imports on first use
+            from transformers import Qwen2ForCausalLM as cls
+        else:
+            from transformers import LlamaForCausalLM as cls
         model = cls(self.hf_config(attn_implementation))
         return model.eval()
 

@@ -128,7 +128,8 @@ class VisionEncoder(nn.Module):
         if self.spec.reparameterize and not getattr(self, "_reparameterized", False):
             from timm.utils.model import reparameterize_model
 
-            self.backbone = reparameterize_model(self.backbone)
+            # in place: timm's default deep-copies the tower first (1 s for FastViTHD here)
+            self.backbone = reparameterize_model(self.backbone, inplace=True)
             self._reparameterized = True
         return self.eval()
 
