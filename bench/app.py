@@ -34,10 +34,11 @@ _RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 OmegaConf.register_new_resolver("fvb_run_id", lambda: _RUN_ID, use_cache=True, replace=True)
 
 
-#: True in the process that :func:`main` started: the sweep's driver, which runs the points
-#: itself under Hydra's basic launcher. False in a launcher's worker (submitit), which runs one
-#: point and must end with an exception, for submitit to write the job's result.
-_DRIVER = False
+#: The pid of the process that :func:`main` started: the sweep's driver, which runs the points
+#: itself under Hydra's basic launcher. A launcher's worker (submitit) runs one point and must end
+#: with an exception, for submitit to write the job's result. A pid, not a flag: cloudpickle
+#: sends :func:`run` to the workers by value, with the globals it reads as the driver had them.
+_DRIVER_PID = None
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
 EXIT_SIGTERM = 143
@@ -52,7 +53,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     except ResultsWriteError as exc:
         fail(str(exc), 1)
     except PointInterrupted as exc:
-        if not _DRIVER:
+        if os.getpid() != _DRIVER_PID:
             raise
         # Hydra's launcher catches an Exception from a job and goes on to the next point: a
         # `kill`, `timeout` or cancelled CI job would be ignored for the rest of the sweep.
@@ -64,8 +65,8 @@ def main(args: List[str]) -> None:
     """Run the sweep ``fastvlm-bench ARGS`` (Hydra overrides): register the structured configs
     (the ``encoder``/``llm`` groups come from the registries at this moment, so a model
     registered before this call is a valid ``encoder=NAME``), then hand over to Hydra."""
-    global _DRIVER
-    _DRIVER = True
+    global _DRIVER_PID
+    _DRIVER_PID = os.getpid()
     register_configs()
     sys.argv = [sys.argv[0]] + list(args)
     run()

@@ -88,18 +88,24 @@ def test_unknown_encoder_and_bad_values_are_clear_errors(results_dir):
     assert p.returncode == 2 and len(errors) == 1 and "bfloat16" in errors[0] and "bf16" in errors[0], p.stderr
 
 
+def _start_until_first_record(args, records):
+    """``python -m bench ARGS`` started, once its first record is in ``records``."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
+        time.sleep(0.1)
+    return proc
+
+
 def test_resume_after_interrupted_sweep(results_dir):
     """Kill a running sweep after its first record, re-run: kept records untouched, rest measured."""
     args = ["-m", *TINY, "name=resume", f"results_dir={results_dir}", "encoder=tiny_vit",
             "resolution=32,48,64,80", "timing.min_seconds=1.5"]
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
     records = results_dir / "resume" / "records"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
-        time.sleep(0.2)
+    proc = _start_until_first_record(args, records)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     first = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
     assert 1 <= len(first) < 4
     assert not list(records.glob(".*.tmp"))  # nothing half-written
@@ -121,12 +127,8 @@ def test_sigterm_ends_a_local_sweep_at_once_and_the_same_command_resumes_it(resu
     args = ["-m", *TINY, "name=term", f"results_dir={results_dir}", "encoder=tiny_vit",
             "resolution=32,48,64", "timing.max_repeats=100000", "timing.max_seconds=30",
             "timing.min_seconds=5"]  # >= 5 s a point: 10 s more after the signal
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     records = results_dir / "term" / "records"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
-        time.sleep(0.1)
+    proc = _start_until_first_record(args, records)
     time.sleep(1.0)  # into the second point
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
