@@ -46,18 +46,25 @@ def _cluster_problem() -> str | None:
     """Why the Slurm tests cannot run here, or None."""
     if not shutil.which("sinfo") or not shutil.which("sbatch"):
         return "no Slurm client (sinfo/sbatch) on PATH; start one with `bash scripts/slurm_local.sh start`"
-    try:
-        p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20,
-                           env={**os.environ, **_slurm_env()})
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out: no slurmctld answers"
-    states = p.stdout.split()
-    if p.returncode != 0 or not states:
-        return f"no Slurm cluster reachable (sinfo: {p.stderr.strip() or 'no nodes'}); " \
-               "start one with `bash scripts/slurm_local.sh start`"
-    if not {"idle", "mixed"} & set(states):
-        return f"no idle Slurm node (sinfo states: {', '.join(states)})"
-    return None
+    # A node still "completing" the previous test's jobs becomes idle within seconds: wait for it.
+    # (The sweep's driver exits as soon as its jobs' results are in, while slurmd may still be
+    # ending the last job's step.)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20,
+                               env={**os.environ, **_slurm_env()})
+        except subprocess.TimeoutExpired:
+            return "sinfo timed out: no slurmctld answers"
+        states = p.stdout.split()
+        if p.returncode != 0 or not states:
+            return f"no Slurm cluster reachable (sinfo: {p.stderr.strip() or 'no nodes'}); " \
+                   "start one with `bash scripts/slurm_local.sh start`"
+        if {"idle", "mixed"} & set(states):
+            return None
+        if not {"completing"} & set(states) or time.monotonic() > deadline:
+            return f"no idle Slurm node (sinfo states: {', '.join(states)})"
+        time.sleep(0.5)
 
 
 @pytest.fixture
