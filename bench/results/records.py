@@ -161,6 +161,9 @@ class Record:
     #: from a dedicated back-to-back loop without preprocessing).
     idle_power_w: Optional[float] = None
     energy_loop_s: Optional[float] = None
+    #: The point's stages in order, each with what put it there or last replaced how it runs
+    #: (``vlm``, a tiling mode, a reduction method, a backend): bench.models.pipeline.
+    pipeline: Dict[str, str] = field(default_factory=dict)
     #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
     #: not part of the point id (see POINT_KEYS), recorded so the table says it.
     settings: Dict[str, Any] = field(default_factory=dict)
@@ -220,6 +223,7 @@ class Record:
                    turns_taken=self.turns_taken,
                    idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),
                    recompiles=self.compile_info.get("recompiles"))
+        row["pipeline"] = " > ".join(f"{k}:{v}" for k, v in self.pipeline.items()) or None
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
                     "lock_sha256", "stack_sha256"):

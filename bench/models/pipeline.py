@@ -1,0 +1,135 @@
+"""A point's path from pixels to tokens as an ordered list of named stages, with plug-ins.
+
+Why a pipeline and not more methods on :class:`~bench.models.vlm.VLM`: four axes change a
+point's path, each in the part of it it owns, and they combine:
+
+- **tiling** (``bench.models.tiling``) splits the image into tiles before the encoder and adds
+  a ``merge`` stage (unpad, newline tokens, interpolation) after the projector;
+- **token reduction** (``bench.models.reduction``) adds its own stage (pooling, pruning) or
+  changes the module of the stage it works inside (ToMe in the encoder, FastV in the LLM);
+- **backends** (``bench.models.backends``) replace how a stage runs (ONNX Runtime, OpenVINO)
+  but not what it computes;
+- **decode** appends a ``decode`` stage after ``prefill``.
+
+Each plug-in edits the :class:`Pipeline` (``insert_after``, ``replace``) instead of the timed
+loop growing a flag per axis. The timer (``bench.measure.scenario``) only walks the stages in
+order, wrapping each in ``timer.stage(name)``; the FLOP counter and the energy loop walk the same
+list, so all three always describe the same work. Every stage says which plug-in put it
+there or last replaced it (``owner``), and the record keeps that (``pipeline``).
+
+Values flow between stages in a :class:`Flow`: one per iteration, nothing kept across
+iterations (every prefill starts from a fresh KV cache).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional
+
+import contextlib
+
+import torch
+
+
+@dataclass
+class Flow:
+    """What one iteration carries from stage to stage.
+
+    ``pixels`` and ``ids`` are the inputs (image tensor on the device, prompt token ids);
+    each stage reads what earlier stages wrote and writes its own output. ``extras`` is for
+    plug-ins (a tiling plan, kept-token indices) without widening this class per plug-in.
+    """
+
+    pixels: torch.Tensor
+    ids: torch.Tensor
+    feats: Optional[torch.Tensor] = None  # encoder output (batch or tiles, tokens, channels)
+    embeds: Optional[torch.Tensor] = None  # visual embeddings in the LLM's width (batch, tokens, hidden)
+    token: Optional[torch.Tensor] = None  # the first generated token ids (batch,)
+    past: Any = None  # the KV cache after prefill (and after each decode step)
+    logits: Optional[torch.Tensor] = None  # last position's logits of the latest LLM step
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One timed stage: ``name`` is the timer's and the record's stage name."""
+
+    name: str
+    run: Callable[[Flow], None]
+    owner: str = "vlm"  # what put this stage here, or last replaced how it runs
+
+
+class Pipeline:
+    """The stages of one point, in order. Plug-ins edit it; the timer walks it."""
+
+    def __init__(self, stages: Iterable[Stage]):
+        self.stages: List[Stage] = list(stages)
+
+    def names(self) -> List[str]:
+        return [s.name for s in self.stages]
+
+    def index(self, name: str) -> int:
+        for i, s in enumerate(self.stages):
+            if s.name == name:
+                return i
+        raise KeyError(f"the pipeline has no stage {name!r} (stages: {', '.join(self.names())})")
+
+    def get(self, name: str) -> Stage:
+        return self.stages[self.index(name)]
+
+    def insert_after(self, anchor: str, stage: Stage) -> None:
+        if stage.name in self.names():
+            raise ValueError(f"the pipeline already has a stage {stage.name!r}")
+        self.stages.insert(self.index(anchor) + 1, stage)
+
+    def replace(self, name: str, run: Callable[[Flow], None], owner: str) -> None:
+        """Run stage ``name`` with ``run`` instead (same place, same name, new owner)."""
+        self.stages[self.index(name)] = Stage(name, run, owner)
+
+    def owners(self) -> Dict[str, str]:
+        """Stage name -> owner, in order: what the record keeps as ``pipeline``."""
+        return {s.name: s.owner for s in self.stages}
+
+    def __call__(self, flow: Flow, stage: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
+                 after: Callable[[str], None] = lambda name: None) -> Flow:
+        """Run every stage on ``flow``; ``stage(name)`` wraps each (the timer's marks), and
+        ``after(name)`` runs inside that wrapper once the stage's own work is done."""
+        for s in self.stages:
+            with stage(s.name):
+                s.run(flow)
+                after(s.name)
+        return flow
+
+
+def base_pipeline(vlm) -> Pipeline:
+    """Today's path: encoder -> projector -> prefill, the first token id copied to the host.
+
+    The host copy ends ``prefill`` (and so TTFT): a serving stack has the first token only
+    when the host can send it.
+    """
+
+    def encode(f: Flow) -> None:
+        f.feats = vlm.encode(f.pixels)
+
+    def project(f: Flow) -> None:
+        f.embeds = vlm.project(f.feats)
+
+    def prefill(f: Flow) -> None:
+        f.token, f.past, f.logits = vlm.prefill(f.embeds, f.ids)
+        f.token.cpu()
+
+    return Pipeline([Stage("vision_latency", encode), Stage("projector", project), Stage("prefill", prefill)])
+
+
+#: The axes that edit a point's pipeline, in the order they apply: each is
+#: ``apply(pipeline, vlm, point)`` and owns one registry of plug-ins (one file per method).
+#: Order matters where two touch the same stage: tiling decides what the encoder sees, token
+#: reduction what reaches the LLM, a backend how a stage runs, decode what follows prefill.
+AXES: List[Callable[[Pipeline, Any, Any], None]] = []
+
+
+def build_pipeline(vlm, point) -> Pipeline:
+    """The pipeline of ``point`` (a :class:`~bench.results.records.PointConfig`) on ``vlm``."""
+    pipe = base_pipeline(vlm)
+    for apply in AXES:
+        apply(pipe, vlm, point)
+    return pipe
