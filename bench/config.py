@@ -125,6 +125,9 @@ class BenchConfig:
     dtype: Dtype = Dtype.auto  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
     batch_size: int = 1
     prompt_tokens: int = 32  # text tokens after the visual tokens
+    # Output tokens per answer, the first from prefill, then N-1 greedy decode steps timed in
+    # the same iteration (EOS ignored). 0: first token only (TTFT), today's records and ids.
+    decode_tokens: int = 0
     attn_implementation: Attention = Attention.sdpa  # sdpa | eager
     compile: bool = False  # torch.compile every stage (compile time recorded apart)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
@@ -140,6 +143,11 @@ class BenchConfig:
     extra_work_matmuls: int = 0
     projector: str = "mlp2x_gelu"
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
+    # Batch-size ladder (sweep=throughput): skip a point (not recorded) when the same point at
+    # half its batch size, already in the store, predicts (2x its iteration time x
+    # timing.min_repeats) more than the per-point budget timing.max_seconds, or was skipped
+    # for memory (KV cache + parameters, checked before allocation). Not part of the point id.
+    batch_ladder: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
     count_flops: bool = True
@@ -175,6 +183,15 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.memory_headroom <= 0:
         problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
     problems += cfg.timing.problems()
+    if not isinstance(cfg.decode_tokens, int) or isinstance(cfg.decode_tokens, bool) or cfg.decode_tokens < 0 \
+            or cfg.decode_tokens == 1:
+        problems.append(f"decode_tokens must be 0 (first token only) or at least 2 output tokens, "
+                        f"got {cfg.decode_tokens!r}")
+    if cfg.timing.target_stage in ("ttst", "tpot", "itl", "e2e", "decode") and not cfg.decode_tokens:
+        problems.append(f"timing.target_stage={cfg.timing.target_stage} needs decode_tokens >= 2")
+    if cfg.timing.target_stage in ("tpot", "itl"):
+        problems.append(f"timing.target_stage={cfg.timing.target_stage} is derived after the loop; "
+                        "use e2e or decode")
     if cfg.extra_work_matmuls < 0:
         problems.append(f"extra_work_matmuls must be >= 0, got {cfg.extra_work_matmuls}")
     if cfg.extra_work_stage not in (None, "preprocess", "vision_latency", "projector", "prefill"):

@@ -17,7 +17,7 @@ from ..config import BenchConfig, ConfigError, validate
 from ..results.io import ResultsWriteError
 from ..results.records import STATUS_OK
 from ..results.store import ResultsStore
-from .runner import STATUS_CLAIMED, STATUS_UNAVAILABLE, check_results_dir, fail
+from .runner import STATUS_CLAIMED, STATUS_OVER_BUDGET, STATUS_UNAVAILABLE, check_results_dir, fail
 
 
 def to_bench_config(cfg: DictConfig) -> BenchConfig:
@@ -111,7 +111,7 @@ class FinishCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         rv = getattr(job_return, "_return_value", None)
-        if isinstance(rv, dict) and rv.get("status") in (STATUS_CLAIMED, STATUS_UNAVAILABLE):
+        if isinstance(rv, dict) and rv.get("status") in (STATUS_CLAIMED, STATUS_UNAVAILABLE, STATUS_OVER_BUDGET):
             self.unrecorded.append(f"  {rv['status']}: {config.encoder.name}@{config.resolution} "
                                    f"{config.llm.name}: {rv.get('message', '')}")
 

@@ -39,6 +39,42 @@ class PointInterrupted(Exception):
 #: Summary statuses of points that leave no record of this run.
 STATUS_CLAIMED = "claimed"  # another process was measuring it
 STATUS_UNAVAILABLE = "unavailable"  # its device does not exist on this machine
+STATUS_OVER_BUDGET = "over_budget"  # batch ladder: the half batch already took most of the budget
+
+
+def ladder_over_budget(cfg: BenchConfig, point, store: ResultsStore) -> str:
+    """Why a batch-ladder point (``batch_ladder=true``) is not worth measuring, or ``""``.
+
+    The ladder doubles the batch; the nearest smaller batch of the same point in the store
+    (half, a quarter, ...: a skipped rung leaves no record) tells what one iteration costs, and
+    this batch's iteration is predicted from it in proportion to the batch (batched work grows
+    at most linearly). When ``timing.min_repeats`` such iterations
+    exceed the per-point budget (``timing.max_seconds``), the stopping rule could not time the
+    repeats it needs within the budget: the budget ends the ladder. So does a half batch that
+    was itself skipped (out of memory, checked before allocation). Not recorded: a later run
+    with a larger budget measures it.
+    """
+    import dataclasses
+
+    smaller = point.batch_size // 2
+    while smaller >= 1:  # the nearest smaller batch of the ladder in the store (1, 2, 4, ...)
+        rec = store.get(dataclasses.replace(point, batch_size=smaller).point_id())
+        if rec is not None:
+            break
+        smaller //= 2
+    else:
+        return ""  # nothing smaller measured (yet): nothing known, measure this one
+    if rec.status != STATUS_OK:
+        return f"batch {smaller} was {rec.status}: {rec.message}"
+    stage = rec.stages.get(cfg.timing.target_stage) or rec.stages.get("e2e") or rec.stages.get("ttft")
+    if stage is None:
+        return ""
+    predicted = stage.median / 1e3 * point.batch_size / smaller * cfg.timing.min_repeats
+    if predicted > cfg.timing.max_seconds:
+        return (f"batch {smaller} took {stage.median / 1e3:.2f} s an iteration: {cfg.timing.min_repeats} "
+                f"iterations of batch {point.batch_size} would take about {predicted:.1f} s, over the budget "
+                f"timing.max_seconds={cfg.timing.max_seconds:g}")
+    return ""
 
 
 def check_results_dir(cfg: BenchConfig) -> None:
@@ -76,6 +112,10 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
         rec = store.get(pid)
         log.info("already measured (%s, %s): %s; use force=true to re-measure", rec.status, pid, point.label())
         return {"point_id": pid, "status": rec.status, "resumed": True}
+    over = ladder_over_budget(cfg, point, store) if cfg.batch_ladder else None
+    if over:
+        log.warning("skipped (not recorded): %s: %s", point.label(), over)
+        return {"point_id": pid, "status": STATUS_OVER_BUDGET, "resumed": False, "message": over}
     claimed, owner = store.claim(pid)
     if not claimed:
         who = owner.describe() if owner else "another process"

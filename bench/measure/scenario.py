@@ -20,10 +20,12 @@ import torch
 from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
+from ..models.decode import decode_bytes_per_step, kv_cache_bytes
 from ..models.pipeline import Flow, Pipeline, build_pipeline
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .runner import PointInterrupted
+from .stats import step_stages
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
@@ -33,6 +35,7 @@ from .trackers import (MemoryTracker, OtherCpuUse, device_info, measure_copy_gbp
 
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
+_COPY_CACHE: dict = {}  # (device, threads) -> copy GB/s; on a CPU measured only for decoding points
 #: FLOPs of a prefill, by what they depend on: the LLM, its attention and the input shapes.
 #: Points of different encoders with equal token counts (fastvit and convnext_l at 224 px:
 #: 49 each) share one count, 0.4 s for Qwen2-0.5B here.
@@ -103,7 +106,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
-                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0)
+                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
+                       decode_tokens=int(cfg.decode_tokens))
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -134,6 +138,8 @@ def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
     out = {f"timing_{k}": v for k, v in asdict(cfg.timing).items() if k != "mode"}  # mode is in the id
     out.update(count_flops=bool(cfg.count_flops), measure_peak=bool(cfg.measure_peak),
                memory_headroom=cfg.memory_headroom)
+    if cfg.batch_ladder:  # only where set: today's records keep their settings
+        out["batch_ladder"] = True
     return out
 
 
@@ -168,9 +174,15 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         if pinned is not None:
             rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
         others = OtherCpuUse() if dev.type == "cpu" else None
+        # the KV cache the answer ends with, checked with the parameters before anything is
+        # allocated: a batch-size ladder ends here on memory (a skipped point), not in an OOM
+        elem = torch.empty((), dtype=resolve_dtype(point.dtype, dev)).element_size()
+        rec.kv_cache_bytes = kv_cache_bytes(llm_spec, elem, point.batch_size, rec.visual_tokens,
+                                            point.prompt_tokens, point.decode_tokens) if point.decode_tokens else None
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom, keep_llm=True)
+                              memory_headroom=cfg.memory_headroom, keep_llm=True,
+                              reserve_bytes=rec.kv_cache_bytes or 0)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
             rec.device_info["before"] = others.read()
             warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
@@ -224,6 +236,8 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
         if st.name == "prefill":
             _PREFILL_FLOPS[key] = out[st.name]
     out["ttft"] = sum(v for k, v in out.items() if k != "decode")
+    if "decode" in out:
+        out["e2e"] = out["ttft"] + out["decode"]
     return out
 
 
@@ -288,10 +302,14 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     if cfg.measure_peak:  # roofline ceilings, measured once per process, device, dtype and threads
         key = (str(dev), vlm.dtype, point.threads)
         if key not in _PEAK_CACHE:
-            _PEAK_CACHE[key] = (measure_peak_tflops(dev, vlm.dtype), measure_copy_gbps(dev))
-        rec.device_peak_tflops, copy_gbps = _PEAK_CACHE[key]
-        if copy_gbps is not None:
-            rec.device_info["copy_gbps"] = copy_gbps
+            _PEAK_CACHE[key] = measure_peak_tflops(dev, vlm.dtype)
+        rec.device_peak_tflops = _PEAK_CACHE[key]
+        # the memory ceiling: always on CUDA; on a CPU only where a decode's bytes are set against it
+        if dev.type == "cuda" or point.decode_tokens:
+            ckey = (str(dev), point.threads)
+            if ckey not in _COPY_CACHE:
+                _COPY_CACHE[ckey] = measure_copy_gbps(dev)
+            rec.device_info["copy_gbps"] = _COPY_CACHE[ckey]
 
     extra = _extra_work(point, dev)
     checked = []
@@ -313,18 +331,24 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
                 extra("preprocess")
         else:
             px = pixels
-        flow = pipe(Flow(px, ids), stage=timer.stage, after=extra)
+        flow = pipe(Flow(px, ids), stage=timer.stage, after=extra, step=timer.step)
         if not checked:  # after the last mark: not part of any stage's time
             check(flow.feats, flow.embeds, flow.logits)
 
-    timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")}, mode=point.timing_mode)
+    # e2e and ttst exist only where a decode stage marks its steps (bench.models.decode)
+    timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill"), "ttst": ("vision_latency", ("decode", 0)),
+                                   "e2e": ("vision_latency", "decode")}, mode=point.timing_mode)
     guard = _no_recompiles() if point.compile else contextlib.nullcontext()
     with MemoryTracker(dev) as mem, guard:
         result = timer.run(step, cfg.timing, probe=probe_for(dev, point.threads),
                            pass_turn=turns.pass_turn if turns.path else None)
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))
-    rec.stages = result.stages
+    rec.stages = {**result.stages, **step_stages(result.steps.get("decode", []), cfg.timing.confidence)}
+    if "decode" in rec.stages:
+        rec.decode_bytes_per_step = decode_bytes_per_step(
+            get_llm_spec(point.llm), rec.params.get("llm") or 0, torch.empty((), dtype=vlm.dtype).element_size(),
+            point.batch_size, rec.visual_tokens_measured or rec.visual_tokens, point.prompt_tokens, point.decode_tokens)
     rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)

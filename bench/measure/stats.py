@@ -11,7 +11,7 @@ exists (``ci_low``/``ci_high``/``ci_rel`` are None): that is why the timer's flo
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,3 +46,18 @@ def summarize(samples_ms: Sequence[float], confidence: float = 0.95) -> StageSta
     return StageStats(median=float(p50), mean=float(a.mean()), p10=float(p10), p90=float(p90),
                       iqr=float(p75 - p25), std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
                       n=int(a.size), samples=[round(float(x), 6) for x in a], ci_low=lo, ci_high=hi, ci_rel=rel)
+
+
+def step_stages(steps: Sequence[Sequence[float]], confidence: float = 0.95) -> Dict[str, StageStats]:
+    """``tpot`` and ``itl`` from the raw step times of a stage (one list per iteration, ms).
+
+    ``tpot``: one sample per iteration, the mean of its steps (vLLM's TPOT of one request:
+    (E2E - TTFT) / (output tokens - 1)), so its median and interval are over iterations like
+    every stage's. ``itl``: every step of every iteration, in order, kept raw (the record's
+    ITL percentiles are computed from these samples).
+    """
+    per_iter = [float(np.mean(s)) for s in steps if len(s)]
+    flat = [float(x) for s in steps for x in s]
+    if not per_iter:
+        return {}
+    return {"tpot": summarize(per_iter, confidence), "itl": summarize(flat, confidence)}

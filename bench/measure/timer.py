@@ -32,6 +32,13 @@ then runs one untimed iteration (the caches are cold); neither is part of any du
 budget. The timed loop spans at least ``turn_blocks`` turns, so that it overlaps the other
 process's and shares its drift.
 
+Steps inside a stage (:meth:`StageTimer.step`): a stage that repeats one unit of work (the
+decode stage's tokens) marks the end of each unit; the iteration then also yields the
+durations between consecutive marks (the first from the stage's begin), kept raw per
+iteration in ``TimingResult.steps``, and a span may end at a step (``("decode", 0)``: the end
+of the first step, for the time to second token). The marks are the same clock's, in the same
+iteration, as the stage's own begin and end, so the steps sum to the stage.
+
 The garbage collector is collected and disabled around the timed loop (a collection inside
 an iteration is noise that has nothing to do with the model). An optional per-iteration
 ``probe`` (``begin()`` / ``end() -> dict``) runs outside the marks, e.g. CPU time against wall
@@ -43,7 +50,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -104,6 +111,8 @@ class TimingResult:
     stop_reason: str = ""  # target | budget | max_repeats
     mode: str = "pipelined"
     probes: List[Dict[str, Any]] = field(default_factory=list)  # one per timed iteration
+    #: stage -> one list per timed iteration of its step durations (ms), for stages that mark steps
+    steps: Dict[str, List[List[float]]] = field(default_factory=dict)
 
 
 _frozen = False
@@ -133,12 +142,17 @@ def _stable(times: List[float], window: int, tol: float) -> bool:
     return abs(last - prev) <= tol * prev
 
 
+#: A span's end: a stage's end, or ``(stage, k)``: the end of that stage's step ``k`` (0-based).
+SpanEnd = Union[str, Tuple[str, int]]
+
+
 @dataclass
 class StageTimer:
-    """Collects per-stage samples over iterations. ``spans`` maps a name to (first, last) stage."""
+    """Collects per-stage samples over iterations. ``spans`` maps a name to (first stage, end):
+    from the first stage's begin to the end stage's end (or to the end of one of its steps)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    spans: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    spans: Dict[str, Tuple[str, SpanEnd]] = field(default_factory=dict)
     mode: str = "pipelined"
 
     def __post_init__(self):
@@ -147,7 +161,11 @@ class StageTimer:
         self.device = torch.device(self.device)
         self.clock = _CudaClock(self.device) if self.device.type == "cuda" else _CpuClock()
         self.samples: Dict[str, List[float]] = {}
+        self.step_samples: Dict[str, List[List[float]]] = {}  # stage -> per recorded iteration, step ms
+        self.last_steps: Dict[str, List[float]] = {}  # the latest iteration's step durations (ms)
         self._marks: Optional[Dict[str, Tuple[object, object]]] = None
+        self._steps: Dict[str, List[object]] = {}
+        self._open: List[str] = []  # stages entered and not yet left (innermost last)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -157,30 +175,60 @@ class StageTimer:
         if self.mode == "isolated":
             self.clock.sync()
         begin = self.clock.mark()
-        yield
+        self._open.append(name)
+        try:
+            yield
+        finally:
+            self._open.pop()
         end = self.clock.mark()
         if self.mode == "isolated":
             self.clock.sync()
         self._marks[name] = (begin, end)
 
+    def step(self) -> None:
+        """Mark the end of one step of the innermost open stage (no-op outside an iteration).
+
+        No synchronisation, even in ``isolated`` mode: a step is part of its stage's work, and
+        on CUDA the event is recorded on the stream after the step's kernels. A step that copies
+        its result to the host (a decoded token, as a server streams it) has synchronised anyway.
+        """
+        if self._marks is None or not self._open:
+            return
+        self._steps.setdefault(self._open[-1], []).append(self.clock.mark())
+
     @contextlib.contextmanager
     def iteration(self, record: bool = True) -> Iterator[Dict[str, float]]:
         """One iteration; yields a dict that holds this iteration's stage times after it ends."""
-        self._marks = {}
+        self._marks, self._steps, self._open = {}, {}, []
         times: Dict[str, float] = {}
         try:
             yield times
             self.clock.sync()
             for name, (a, b) in self._marks.items():
                 times[name] = self.clock.elapsed_ms(a, b)
+            steps: Dict[str, List[float]] = {}
+            for name, marks in self._steps.items():
+                edges = [self._marks[name][0], *marks]
+                steps[name] = [self.clock.elapsed_ms(a, b) for a, b in zip(edges, edges[1:])]
             for span, (first, last) in self.spans.items():
-                if first in self._marks and last in self._marks:
-                    times[span] = self.clock.elapsed_ms(self._marks[first][0], self._marks[last][1])
+                end = self._span_end(last)
+                if first in self._marks and end is not None:
+                    times[span] = self.clock.elapsed_ms(self._marks[first][0], end)
+            self.last_steps = steps
             if record:
                 for name, ms in times.items():
                     self.samples.setdefault(name, []).append(ms)
+                for name, ms in steps.items():
+                    self.step_samples.setdefault(name, []).append(ms)
         finally:
-            self._marks = None
+            self._marks, self._steps, self._open = None, {}, []
+
+    def _span_end(self, last: SpanEnd):
+        if isinstance(last, str):
+            return self._marks[last][1] if last in self._marks else None
+        name, k = last
+        marks = self._steps.get(name, [])
+        return marks[k] if -len(marks) <= k < len(marks) else None
 
     def run(self, step: Callable[["StageTimer"], object], rule: Optional[StopRule] = None,
             probe: Optional[IterationProbe] = None,
@@ -268,4 +316,5 @@ class StageTimer:
         stages = {name: summarize(vals, rule.confidence) for name, vals in self.samples.items()}
         return TimingResult(stages=stages, timed_s=t2 - t1 - paused, warmup_s=warmup_s, iterations=n,
                             warmup_iterations=len(warm_times), warmup_reason=warmup_reason,
-                            stop_reason=stop_reason, mode=self.mode, probes=probes)
+                            stop_reason=stop_reason, mode=self.mode, probes=probes,
+                            steps={k: [list(v) for v in vals] for k, vals in self.step_samples.items()})

@@ -29,6 +29,14 @@ class LLMSpec:
     def vocab_size(self) -> int:
         return int(self.config["vocab_size"])
 
+    def kv_bytes_per_token(self, element_size: int) -> int:
+        """Bytes the KV cache holds per token of one sequence: a key and a value vector of
+        ``num_key_value_heads x head_dim`` per layer (grouped-query attention shares them)."""
+        c = self.config
+        head_dim = int(c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"])
+        return 2 * int(c["num_hidden_layers"]) * int(c.get("num_key_value_heads") or c["num_attention_heads"]) \
+            * head_dim * int(element_size)
+
     def hf_config(self, attn_implementation: str = "sdpa"):
         """The transformers config object for this LLM."""
         if self.family == "qwen2":

@@ -25,6 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional
 
+
+def _no_step() -> None:
+    pass
+
 import contextlib
 
 import torch
@@ -47,6 +51,9 @@ class Flow:
     past: Any = None  # the KV cache after prefill (and after each decode step)
     logits: Optional[torch.Tensor] = None  # last position's logits of the latest LLM step
     extras: Dict[str, Any] = field(default_factory=dict)
+    #: Marks the end of one step of the running stage (a decoded token): the timer's
+    #: ``StageTimer.step`` while timed, a no-op otherwise (FLOP counting, energy loop).
+    step: Callable[[], None] = _no_step
 
 
 @dataclass
@@ -90,9 +97,14 @@ class Pipeline:
         return {s.name: s.owner for s in self.stages}
 
     def __call__(self, flow: Flow, stage: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
-                 after: Callable[[str], None] = lambda name: None) -> Flow:
+                 after: Callable[[str], None] = lambda name: None,
+                 step: Optional[Callable[[], None]] = None) -> Flow:
         """Run every stage on ``flow``; ``stage(name)`` wraps each (the timer's marks), and
-        ``after(name)`` runs inside that wrapper once the stage's own work is done."""
+        ``after(name)`` runs inside that wrapper once the stage's own work is done. ``step``
+        (the timer's per-step mark) is what a stage that repeats a unit of work calls after
+        each unit, through ``flow.step``."""
+        if step is not None:
+            flow.step = step
         for s in self.stages:
             with stage(s.name):
                 s.run(flow)
@@ -129,6 +141,8 @@ AXES: List[Callable[[Pipeline, Any, Any], None]] = []
 
 def build_pipeline(vlm, point) -> Pipeline:
     """The pipeline of ``point`` (a :class:`~bench.results.records.PointConfig`) on ``vlm``."""
+    from . import decode  # noqa: F401  (registers its axis in AXES)
+
     pipe = base_pipeline(vlm)
     for apply in AXES:
         apply(pipe, vlm, point)

@@ -128,6 +128,18 @@ class VLM(nn.Module):
         return self._llm(inputs_embeds=embeds, past_key_values=DynamicCache(config=self.llm.config),
                          use_cache=True, logits_to_keep=1)
 
+    def decode_step(self, token_ids: torch.Tensor, past):
+        """One greedy decode step: the LLM over the latest token of each sequence, on the KV
+        cache ``past`` (which grows by one position), last position's logits only.
+
+        Returns ``(next_token_ids, past_key_values, logits)``. The one implementation of a decode
+        step: :meth:`generate` (the lmms-eval plugin) and the sweep's ``decode`` stage
+        (:mod:`bench.models.decode`) both call it, so both time the same work.
+        """
+        out = self._llm(input_ids=token_ids[:, None], past_key_values=past, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :]
+        return logits.argmax(dim=-1), out.past_key_values, logits
+
     def _llm(self, **kwargs):
         with warnings.catch_warnings():
             # transformers 5.2x announces a rename of `past_key_values` (to `cache`) that its own
@@ -139,14 +151,16 @@ class VLM(nn.Module):
     def generate(self, pixels: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor,
                  max_new_tokens: int = 16, eos_token_id: Optional[int] = None,
                  stop: Optional[Callable[[List[int]], bool]] = None,
-                 stage: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext()) -> Generation:
+                 stage: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
+                 step: Callable[[], None] = lambda: None) -> Generation:
         """Greedy decoding for one image: [prefix text, image tokens, suffix text] -> new ids.
 
         Decoding ends at ``eos_token_id``, after ``max_new_tokens`` or once ``stop(new_ids)``
         is true (the token that made it true is kept). ``stage(name)`` wraps each step in a
         context -- ``vision_latency``, ``projector``, ``prefill`` (first token chosen),
         ``decode`` -- so a :class:`~bench.measure.timer.StageTimer` times them (the lmms-eval
-        plugin passes ``timer.stage``).
+        plugin passes ``timer.stage``); ``step()`` is called after each decode step (the
+        plugin passes ``timer.step``: per-token times, so TPOT comes from real answers).
         """
         emb = self.llm.get_input_embeddings()
         with stage("vision_latency"):
@@ -156,11 +170,13 @@ class VLM(nn.Module):
         with stage("prefill"):
             out = self._llm_prefill(torch.cat([emb(prefix_ids), vis.to(self.dtype), emb(suffix_ids)], dim=1))
             nxt = out.logits[:, -1, :].argmax(dim=-1)
+            past = out.past_key_values
+            host = nxt.cpu()  # the first token on the host ends TTFT, as in the sweep
         new: List[int] = []
         stopped = "max_new_tokens"
         with stage("decode"):
-            for step in range(max_new_tokens):
-                token = int(nxt[0])
+            for i in range(max_new_tokens):
+                token = int(host[0])
                 if eos_token_id is not None and token == eos_token_id:
                     stopped = "eos"
                     break
@@ -168,11 +184,11 @@ class VLM(nn.Module):
                 if stop is not None and stop(new):
                     stopped = "until"
                     break
-                if step + 1 == max_new_tokens:
+                if i + 1 == max_new_tokens:
                     break
-                out = self._llm(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True,
-                                logits_to_keep=1)
-                nxt = out.logits[:, -1, :].argmax(dim=-1)
+                nxt, past, _ = self.decode_step(nxt, past)
+                host = nxt.cpu()  # the token on the host, as a server streams it
+                step()
         return Generation(new, stopped, int(vis.shape[1]))
 
     def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> torch.Tensor:
@@ -209,7 +225,8 @@ def _kept_llm(key) -> Optional[nn.Module]:
 
 def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dtype: str = "auto",
               attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
-              checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False):
+              checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False,
+              reserve_bytes: int = 0):
     """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
 
     Unknown names and impossible resolutions raise before anything is allocated.
@@ -222,6 +239,9 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     from a fresh KV cache; ``torch.compile`` wraps the module and leaves it as it was), so a
     kept LLM is the module a fresh build would make. A point with a checkpoint always builds
     (and loads) its own.
+
+    ``reserve_bytes``: memory the point will need besides the parameters (the KV cache at the
+    end of its answers), part of the same check before anything is allocated.
     """
     t0 = time.perf_counter()
     enc_spec, llm_spec = get_encoder_spec(encoder), get_llm_spec(llm)
@@ -241,10 +261,11 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     need = count_parameters(vlm) * elem
     new = need - (count_parameters(lm) * elem if kept else 0)  # a kept LLM's memory is already in use
     have = available_memory_bytes(dev)
-    if new * memory_headroom > have:
+    if (new + reserve_bytes) * memory_headroom > have:
+        what = f" and {reserve_bytes / 2**30:.2f} GiB of KV cache" if reserve_bytes else ""
         raise InsufficientMemoryError(
-            f"{encoder}+{llm} needs ~{need * memory_headroom / 2**30:.1f} GiB for parameters in "
-            f"{dtype_name(dt)} on {dev}, only {have / 2**30:.1f} GiB available")
+            f"{encoder}+{llm} needs ~{(need + reserve_bytes) * memory_headroom / 2**30:.1f} GiB for parameters"
+            f"{what} in {dtype_name(dt)} on {dev}, only {have / 2**30:.1f} GiB available")
     for part in ((vlm.encoder, vlm.projector) if kept else (vlm,)):
         materialize(part, dev, dt)
     if checkpoint:

@@ -102,6 +102,11 @@ METRICS: Dict[str, MetricSpec] = {
     # not compared by default, available through --metrics
     "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
     "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
+    # with decode_tokens (bench.models.decode): per-iteration samples like the stages above
+    "tpot": MetricSpec("tpot", ("tpot_ms",), "tpot_samples_ms"),
+    "e2e": MetricSpec("e2e", ("e2e_ms",), "e2e_samples_ms"),
+    "ttst": MetricSpec("ttst", ("ttst_ms",), "ttst_samples_ms"),
+    "decode": MetricSpec("decode", ("decode_ms",), "decode_samples_ms"),
 }
 DEFAULT_METRICS: Tuple[str, ...] = ("vision_latency", "prefill", "ttft", "visual_tokens", "peak_memory")
 #: Default thresholds per metric where the global one does not fit: peak RSS on a CPU differs by

@@ -16,9 +16,11 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ..config import InputError, sweeps_dir
-from ..results.records import POINT_KEYS, STAGES
+from ..results.records import ALL_STAGES, POINT_KEYS
 
-TIMED_METRICS = tuple(s for s in STAGES if s != "preprocess")  # vision_latency, projector, prefill, ttft
+#: vision_latency, projector, prefill, ttft, and with decode_tokens: decode, ttst, tpot, e2e
+#: (itl has one sample per step, not per iteration: its median is not a per-request figure).
+TIMED_METRICS = tuple(s for s in ALL_STAGES if s not in ("preprocess", "itl"))
 DEFAULT_CONFIG = "sweeps/gate/ci_baseline.yaml"
 
 

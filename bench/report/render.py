@@ -29,6 +29,7 @@ from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_po
 from ..results.io import atomic_write_text
 from ..results.store import load_table
 from . import figures as F
+from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
                   ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
-                  ("threads", "t{}"), ("preprocess", "preprocess={}"))
+                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("decode_tokens", "+{}tok"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile")
 PathLike = Union[str, Path]
 
@@ -301,13 +302,37 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
     sections.append(sec)
 
+    # -------- decode: TTFT and E2E side by side (only where points decoded)
+    dec = ok[pd.to_numeric(ok["e2e_ms"], errors="coerce").notna()] if "e2e_ms" in ok.columns else ok.iloc[0:0]
+    if len(dec):
+        sec = Section(decode_figures.SECTION,
+                      text="With decode_tokens N: each timed iteration is prefill (the first token) and N-1 greedy "
+                           "decode steps (EOS ignored). TTFT and E2E (image tensor in -> last token out) are spans of "
+                           "the same iterations; TPOT is the mean step after the first token, ITL percentiles are "
+                           "over every step. decode_bandwidth_frac: bytes one step reads (parameters + KV cache, "
+                           "analytic) per TPOT, over the measured copy bandwidth.")
+        sec.tables.append(("TTFT and E2E side by side (ms, medians with 95 % intervals), TPOT and ITL",
+                           dec[_cols(dec, ["label", "batch_size", "decode_tokens", "visual_tokens", "ttft_ms",
+                                           "ttft_ci_low_ms", "ttft_ci_high_ms", "e2e_ms", "e2e_ci_low_ms",
+                                           "e2e_ci_high_ms", "ttst_ms", "tpot_ms", "tpot_ci_low_ms",
+                                           "tpot_ci_high_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms"])]))
+        sec.tables.append(("Throughput and decode memory traffic",
+                           dec[_cols(dec, ["label", "batch_size", "requests_per_s", "output_tokens_per_s",
+                                           "decode_tokens_per_s", "kv_cache_bytes", "decode_bytes_per_step",
+                                           "decode_achieved_gbps", "decode_bandwidth_frac", "peak_memory_mb",
+                                           "peak_rss_mb"])]))
+        sections.append(sec)
+
     # -------- the registered figures (figures.register_figure), each in its section
     by_title = {s.title: s for s in sections}
     for spec in F.FIGURES.values():
+        drawn = spec.draw(ok, fig_dir)
         if spec.section not in by_title:
+            if not drawn:  # a figure with nothing to draw adds no empty section
+                continue
             by_title[spec.section] = Section(spec.section)
             sections.append(by_title[spec.section])
-        by_title[spec.section].figures.extend(spec.draw(ok, fig_dir))
+        by_title[spec.section].figures.extend(drawn)
 
     # -------- environment and failures
     sec = Section("Measurement environment",

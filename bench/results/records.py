@@ -17,6 +17,13 @@ SCHEMA_VERSION = 2  # 2: projector, checkpoint, timing mode, backend flags, stop
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
 STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
+#: With ``decode_tokens`` N > 1 (bench.models.decode): ``decode`` (the N-1 steps after the first
+#: token), ``ttst`` (image tensor in -> second token on the host), ``e2e`` (image tensor in ->
+#: last token on the host), both spans of the same iteration's marks; ``tpot`` (one sample per
+#: iteration: the mean of its decode steps) and ``itl`` (every decode step of every iteration,
+#: raw: the ITL percentiles come from these samples).
+DECODE_STAGES = ("decode", "ttst", "tpot", "itl", "e2e")
+ALL_STAGES = STAGES + DECODE_STAGES
 
 #: Fields that identify a sweep point; two records with equal values measure the same thing.
 #: Every knob that changes *what* is run is here: the model parts (encoder, projector, LLM,
@@ -32,6 +39,7 @@ POINT_KEYS = (
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
     "projector", "checkpoint", "checkpoint_fingerprint",
     "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
+    "decode_tokens",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -39,7 +47,7 @@ POINT_KEYS = (
 #: keep their ids (and are resumed, not re-measured, after an upgrade).
 _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_fingerprint": None,
                "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
-               "extra_work_stage": None, "extra_work_matmuls": 0}
+               "extra_work_stage": None, "extra_work_matmuls": 0, "decode_tokens": 0}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -80,6 +88,9 @@ class PointConfig:
     #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
     extra_work_stage: Optional[str] = None
     extra_work_matmuls: int = 0
+    #: output tokens per answer: the first from prefill, then decode_tokens - 1 decode steps
+    #: (0: the first token only)
+    decode_tokens: int = 0
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
@@ -89,7 +100,8 @@ class PointConfig:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
+        out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
+        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}{out}]"
 
 
 @dataclass
@@ -161,6 +173,11 @@ class Record:
     #: from a dedicated back-to-back loop without preprocessing).
     idle_power_w: Optional[float] = None
     energy_loop_s: Optional[float] = None
+    #: With decode_tokens: KV-cache bytes of the batch at the end of the answer and bytes one
+    #: decode step reads (parameters + KV cache, mean over the steps), both analytic
+    #: (bench.models.decode); peak memory is peak_memory_mb / peak_rss_mb, measured.
+    kv_cache_bytes: Optional[int] = None
+    decode_bytes_per_step: Optional[float] = None
     #: The point's stages in order, each with what put it there or last replaced how it runs
     #: (``vlm``, a tiling mode, a reduction method, a backend): bench.models.pipeline.
     pipeline: Dict[str, str] = field(default_factory=dict)
@@ -192,7 +209,7 @@ class Record:
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
                    visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
-        for stage in STAGES:
+        for stage in ALL_STAGES:
             s = self.stages.get(stage)
             row[f"{stage}_ms"] = s.median if s else None
             for stat in ("mean", "p10", "p90", "iqr", "std"):
@@ -202,7 +219,7 @@ class Record:
                 row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
             row[f"{stage}_ci_rel"] = s.ci_rel if s else None
             row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
-        for stage in ("vision_latency", "projector", "prefill", "ttft"):
+        for stage in ("vision_latency", "projector", "prefill", "ttft", "decode", "e2e"):
             fl = self.flops.get(stage)
             row[f"{stage}_gflops"] = fl / 1e9 if fl is not None else None
             s = self.stages.get(stage)
@@ -210,6 +227,7 @@ class Record:
             row[f"{stage}_achieved_tflops"] = achieved
             row[f"{stage}_roofline_frac"] = (achieved / self.device_peak_tflops
                                              if achieved is not None and self.device_peak_tflops else None)
+        row.update(self._decode_columns())
         for part in ("vision", "projector", "llm"):
             row[f"{part}_params"] = self.params.get(part)
         ttft = self.stages.get("ttft")
@@ -235,6 +253,29 @@ class Record:
         row["timestamp"] = self.timestamp
         row["schema_version"] = self.schema_version
         return row
+
+    def _decode_columns(self) -> Dict[str, Any]:
+        """ITL percentiles (from the raw step samples), decode and request throughput, and the
+        decode's bytes against the measured copy bandwidth; null without decode."""
+        import numpy as np
+
+        b, n = self.config.batch_size, self.config.decode_tokens
+        itl, tpot, e2e = self.stages.get("itl"), self.stages.get("tpot"), self.stages.get("e2e")
+        out: Dict[str, Any] = {f"itl_{q}_ms": None for q in ("p50", "p90", "p99")}
+        if itl and itl.samples:
+            for q in (50, 90, 99):
+                out[f"itl_p{q}_ms"] = float(np.percentile(itl.samples, q))
+        out["decode_tokens_per_s"] = b * 1e3 / tpot.median if tpot and tpot.median > 0 else None
+        out["requests_per_s"] = b * 1e3 / e2e.median if e2e and e2e.median > 0 else None
+        out["output_tokens_per_s"] = b * n * 1e3 / e2e.median if e2e and e2e.median > 0 else None
+        out["kv_cache_bytes"] = self.kv_cache_bytes
+        out["decode_bytes_per_step"] = self.decode_bytes_per_step
+        gbps = (self.decode_bytes_per_step / (tpot.median / 1e3) / 1e9
+                if self.decode_bytes_per_step and tpot and tpot.median > 0 else None)
+        out["decode_achieved_gbps"] = gbps
+        copy = self.device_info.get("copy_gbps")
+        out["decode_bandwidth_frac"] = gbps / copy if gbps is not None and copy else None
+        return out
 
 
 def samples_from_cell(cell: Any) -> List[float]:
