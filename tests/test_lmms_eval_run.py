@@ -166,6 +166,16 @@ def test_real_lmms_eval_run_import_and_join(tmp_path, sweep_results):
         assert t["overall"]["stages"][stage]["median"] > 0
     assert t["overall"]["stages"]["ttft_ms"]["median"] >= t["overall"]["stages"]["prefill_ms"]["median"]
     assert all(s["new_tokens"] <= MAX_NEW_TOKENS for s in t["samples"])
+    # TPOT from the real generate calls: every decode step marked, one per token after the first
+    # (an answer ended by EOS also has the step that produced the EOS)
+    for s in t["samples"]:
+        assert len(s["itl_ms"]) == max(s["new_tokens"] - (0 if s["stopped"] == "eos" else 1), 0), s
+        if s["itl_ms"]:
+            assert s["tpot_ms"] == pytest.approx(sum(s["itl_ms"]) / len(s["itl_ms"]), rel=1e-4)
+            assert s["ttst_ms"] > s["ttft_ms"] and s["e2e_ms"] >= s["ttst_ms"]
+    if any(s["itl_ms"] for s in t["samples"]):
+        assert t["overall"]["stages"]["tpot_ms"]["median"] > 0
+        assert t["overall"]["stages"]["itl_ms"]["n"] == sum(len(s["itl_ms"]) for s in t["samples"])
 
     acc_csv = tmp_path / "accuracy.csv"
     proc = _run([sys.executable, "-m", "bench", "accuracy", "import", str(out), "--out", str(acc_csv)], tmp_path)

@@ -38,7 +38,10 @@ before it). ``loglikelihood`` (multiple-choice-by-likelihood tasks) is not imple
 Timing: every sample is one :class:`bench.measure.timer.StageTimer` iteration with the sweep's stage
 names -- ``vision_latency`` (encoder), ``projector``, ``prefill`` (LLM over visual + prompt
 tokens, first token chosen) and the span ``ttft`` (image tensor in -> first token out) -- plus
-``decode`` (the remaining tokens). Summaries (median, mean, p10/p90, IQR, n) per task and over
+``decode`` (the remaining tokens), each of its steps marked (``timer.step``) as the sweep's
+decode stage does (the same :meth:`~bench.models.vlm.VLM.decode_step`): per answer ``tpot_ms``
+(its mean step after the first token), ``ttst_ms``, ``e2e_ms`` and the raw ``itl_ms`` steps;
+the summaries add TPOT and ITL percentiles over every step. Summaries (median, mean, p10/p90, IQR, n) per task and over
 all samples are written with the model_args, so one run yields accuracy (lmms-eval's results
 JSON, which records the model_args under ``config.model_args``) and efficiency for the same
 configuration.
@@ -159,7 +162,8 @@ class FastVLMBench(lmms):
         self.default_max_new_tokens = _as_int(max_new_tokens, "max_new_tokens")
         eos = self.tokenizer.eos_token_id
         self.eos_token_id = eos if eos is not None else self.vlm.llm.config.eos_token_id
-        self.timer = StageTimer(self.vlm.device, spans={"ttft": TTFT_SPAN})
+        self.timer = StageTimer(self.vlm.device, spans={"ttft": TTFT_SPAN, "ttst": ("vision_latency", ("decode", 0)),
+                                                        "e2e": ("vision_latency", "decode")})
         self.task_timers: Dict[str, Any] = {}
         self.samples: List[Dict[str, Any]] = []
         self.timings_out = Path(timings_out) if timings_out else default_timings_path()
@@ -232,13 +236,17 @@ class FastVLMBench(lmms):
             if until else None
         with timer.iteration():
             gen = vlm.generate(pixels, prefix_ids, suffix_ids, max_new_tokens=max_new, eos_token_id=self.eos_token_id,
-                               stop=stop, stage=timer.stage)
+                               stop=stop, stage=timer.stage, step=timer.step)
         new = gen.new_ids
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         for u in until:
             text = text.split(u)[0]
         last = {name: vals[-1] for name, vals in timer.samples.items() if vals}
+        steps = timer.last_steps.get("decode", [])  # this answer's decode steps (ms), one per token after the first
+        if steps:  # TPOT of this answer: its mean step after the first token (no steps: one-token answer)
+            last["tpot"] = sum(steps) / len(steps)
         self.samples.append(dict(
+            itl_ms=[round(x, 6) for x in steps],
             task=task, doc_id=doc_id, visual_tokens=gen.visual_tokens,
             prompt_tokens=int(prefix_ids.shape[1] + suffix_ids.shape[1]), new_tokens=len(new), stopped=gen.stopped,
             preprocess_ms=preprocess_ms, **{f"{k}_ms": v for k, v in last.items()}))
@@ -250,12 +258,18 @@ class FastVLMBench(lmms):
 
         def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             stages = {}
-            for key in ("vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms", "decode_ms", "preprocess_ms"):
+            for key in ("vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms", "decode_ms", "tpot_ms",
+                        "ttst_ms", "e2e_ms", "preprocess_ms"):
                 vals = [r[key] for r in rows if key in r]
                 if vals:
                     stats = dataclasses.asdict(summarize(vals))
                     stats.pop("samples", None)  # per-sample values are in "samples" below
                     stages[key] = stats
+            itl = [x for r in rows for x in r.get("itl_ms", [])]
+            if itl:  # every decode step of every answer, as vllm bench reports ITL
+                import numpy as np
+
+                stages["itl_ms"] = {f"p{q}": float(np.percentile(itl, q)) for q in (50, 90, 99)} | {"n": len(itl)}
             return {"n": len(rows), "stages": stages,
                     "visual_tokens": sorted({r["visual_tokens"] for r in rows}),
                     "mean_prompt_tokens": sum(r["prompt_tokens"] for r in rows) / max(1, len(rows)),
@@ -272,7 +286,9 @@ class FastVLMBench(lmms):
             "torch_device_name": torch.cuda.get_device_name(vlm.device) if vlm.device.type == "cuda" else "cpu",
             "visual_tokens": vlm.num_visual_tokens,
             "note": "ttft = image tensor -> first token (vision_latency + projector + prefill); "
-                    "the first samples include warm-up",
+                    "tpot = an answer's mean decode step after the first token, ttst/e2e = image tensor -> "
+                    "second/last token, itl = every decode step; answers end at EOS/until, so their lengths "
+                    "differ; the first samples include warm-up",
             "overall": summary(self.samples) if self.samples else {"n": 0},
             "tasks": {t: summary([r for r in self.samples if r["task"] == t]) for t in tasks},
             "samples": self.samples,
