@@ -187,6 +187,9 @@ def validate(cfg: BenchConfig) -> None:
             or cfg.decode_tokens == 1:
         problems.append(f"decode_tokens must be 0 (first token only) or at least 2 output tokens, "
                         f"got {cfg.decode_tokens!r}")
+    if cfg.compile and cfg.decode_tokens:
+        problems.append("compile=true with decode_tokens is not supported: every decode step has a new KV-cache "
+                        "length, so static-shape graphs would recompile on every step")
     if cfg.timing.target_stage in ("ttst", "tpot", "itl", "e2e", "decode") and not cfg.decode_tokens:
         problems.append(f"timing.target_stage={cfg.timing.target_stage} needs decode_tokens >= 2")
     if cfg.timing.target_stage in ("tpot", "itl"):

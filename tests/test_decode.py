@@ -156,6 +156,9 @@ def test_decode_knobs_are_checked():
         validate(cfg)
     cfg.decode_tokens = 4
     validate(cfg)
+    cfg.compile = True
+    with pytest.raises(ConfigError, match="compile=true with decode_tokens"):
+        validate(cfg)
 
 
 def test_throughput_ladder_report_compare_and_gate(tmp_path):
