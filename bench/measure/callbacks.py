@@ -135,6 +135,9 @@ class FinishCallback(Callback):
         print(f"\nfastvlm-bench: {len(df)} records in {root}/results.csv ({counts})", file=sys.stderr)
         cols = ["encoder", "resolution", "llm", "dtype", "visual_tokens", "vision_latency_ms", "projector_ms",
                 "prefill_ms", "ttft_ms", "status"]
+        if "e2e_ms" in df and df["e2e_ms"].notna().any():  # points that decoded (decode_tokens)
+            cols[3:3] = ["batch_size", "decode_tokens"]
+            cols[-1:-1] = ["tpot_ms", "e2e_ms", "output_tokens_per_s"]
         with_cols = [c for c in cols if c in df]
         print(df[with_cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=sys.stderr)
         for _, row in df[df["status"] != STATUS_OK].iterrows():
