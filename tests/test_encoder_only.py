@@ -143,3 +143,17 @@ def test_report_of_encoder_only_rows_plots_vision_latency(eo, tmp_path):
     assert not (out / "figures" / "ttft_breakdown.png").exists()
     assert not (out / "figures" / "ttft_heatmap.png").exists()
     assert (out / "figures" / "vision_latency_vs_resolution.png").exists()
+
+
+def test_the_stopping_rule_watches_the_encoder_when_there_is_no_ttft():
+    from bench.models import build_vlm
+    from bench.models.pipeline import build_pipeline, target_stage
+    from bench.results.records import PointConfig
+
+    vlm, info = build_vlm("tiny_vit", "none", 64, "cpu", "fp32")
+    assert vlm.llm is None and vlm.projector is None and info.param_bytes == 4 * vlm.parameter_counts()["vision"]
+    pipe = build_pipeline(vlm, PointConfig("tiny_vit", 64, "none", "fp32", "cpu"))
+    assert pipe.names() == ["vision_latency"]
+    assert target_stage(pipe, "ttft") == "vision_latency" and target_stage(pipe, "preprocess") == "preprocess"
+    with pytest.raises(ValueError, match="no such stage.*vision_latency"):
+        target_stage(pipe, "prefill")  # asked for by name: an error, not a silent substitute

@@ -131,11 +131,17 @@ def end_to_end(pipe: Pipeline) -> Optional[tuple]:
 
 
 def target_stage(pipe: Pipeline, configured: str) -> str:
-    """The stage the stopping rule watches: ``timing.target_stage`` where the pipeline has it,
-    else (``ttft`` on an encoder-only point) the encoder stage, which is then the whole
-    pipeline's work. The record keeps which (``target_stage``)."""
-    have = pipe.names() + (["ttft"] if end_to_end(pipe) else [])
-    return configured if configured in have else "vision_latency"
+    """The stage the stopping rule watches: ``timing.target_stage`` where the pipeline has it;
+    ``ttft`` (the default) on a pipeline without a prefill (encoder-only points) becomes the
+    encoder stage, which is then the whole pipeline's work. The record keeps which
+    (``target_stage``). Any other stage the pipeline lacks is an error, not a silent substitute."""
+    have = ["preprocess"] + pipe.names() + (["ttft"] if end_to_end(pipe) else [])
+    if configured in have:
+        return configured
+    if configured == "ttft":
+        return "vision_latency"
+    raise ValueError(f"timing.target_stage={configured!r}: this point's pipeline has no such stage "
+                     f"(it has {', '.join(have)})")
 
 
 #: The axes that edit a point's pipeline, in the order they apply: each is
