@@ -216,6 +216,10 @@ def register_configs() -> None:
         cs.store(group="llm", name=name, node=LLMConf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
+    # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above
+    from .analysis.claims import register_claim_points
+
+    register_claim_points()
 
 
 # ---- where the package's files are ---------------------------------------------------------
