@@ -108,7 +108,8 @@ def test_claims_on_a_tiny_paper_claims_sweep(tmp_path):
     res = tmp_path / "results"
     env = {"FASTVLM_BENCH_CLAIMS": str(claims_file)}
     p = run_cli(["sweep=paper_claims", "name=tc", f"results_dir={res}", "report=false",
-                 "timing.warmup_max_seconds=0", "timing.max_seconds=0.3", "timing.min_repeats=2"], env=env)
+                 "timing.warmup_max_seconds=0", "timing.max_seconds=0.3", "timing.min_repeats=2", "measure_peak=false",
+                 "count_flops=false", "preprocess=false"], env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "with 3 points" in p.stderr, p.stderr[-2000:]  # the glob sweep is counted
     records = {}

@@ -25,6 +25,8 @@ import pandas as pd
 BUDGET_EDGES = (16, 64, 144, 256, 576, 1024, 2880)
 FAMILIES = ("ViT", "ConvNeXt")
 GROUP = ("device", "dtype", "llm", "batch_size")
+#: Name prefixes of the zoo's transformer encoders (CLIP ViT-L/14, SigLIP, ViTamin, the tiny ViT).
+VIT_NAMES = ("vit", "siglip", "clip", "tiny_vit")
 
 
 def budget_label(tokens: float) -> str:
@@ -38,17 +40,25 @@ def budget_label(tokens: float) -> str:
 
 
 def family(encoder: str) -> Optional[str]:
-    """``ViT`` for a transformer encoder (its spec's kind), ``ConvNeXt`` for the ConvNeXt family
-    (ConvNeXt-L/XXL, ConvLLaVA's ConvNeXt), else None (FastViT, FastViTHD, others)."""
+    """``ViT`` for a transformer encoder, ``ConvNeXt`` for the ConvNeXt family (ConvNeXt-L/XXL,
+    ConvLLaVA's ConvNeXt), else None (FastViT, FastViTHD, others).
+
+    The encoder spec's ``kind`` decides when the model registry is loaded already (the report
+    at the end of a sweep); a standalone report does not import torch and timm for it, and
+    goes by the zoo's names."""
+    import sys
+
     name = str(encoder)
     if "convnext" in name or "convllava" in name:
         return "ConvNeXt"
-    try:
-        from ..models.encoders import get_encoder_spec
+    if "bench.models.encoders" in sys.modules:
+        try:
+            from ..models.encoders import get_encoder_spec
 
-        return "ViT" if get_encoder_spec(name).kind == "vit" else None
-    except Exception:  # an encoder this install does not have: its name is all there is
-        return "ViT" if name.startswith(("vit", "siglip", "clip")) else None
+            return "ViT" if get_encoder_spec(name).kind == "vit" else None
+        except Exception:  # an encoder this install does not have: its name is all there is
+            pass
+    return "ViT" if name.startswith(VIT_NAMES) else None
 
 
 def _label(r) -> str:
@@ -74,8 +84,8 @@ def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
     from ..regress.stats import ratio_ci
     from ..results.records import samples_from_cell
 
-    cols = ["device", "dtype", "llm", "token budget", "fastest configuration", "visual tokens", "metric",
-            "median ms", "95 % interval ms"] + [c for f in FAMILIES for c in (f"{f} baseline", f"speed-up over {f}")]
+    cols = ["token budget", "fastest configuration", "visual tokens", "metric", "median ms", "95 % interval ms",
+            "llm", "device", "dtype"] + [c for f in FAMILIES for c in (f"{f} baseline", f"speed-up over {f}")]
     if ok is None or not len(ok) or "visual_tokens" not in ok.columns:
         return pd.DataFrame(columns=cols)
     df = ok.dropna(subset=["visual_tokens"]).copy()
@@ -118,4 +128,8 @@ def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[f"speed-up over {fam}"] = _fmt_x(float(base["_ms"]) / float(best["_ms"])) + " (no samples)"
         rows.append(row)
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    # the speed-ups next to the fastest configuration, the setting after them
+    first = ["token budget", "fastest configuration", "visual tokens", "metric", "median ms", "95 % interval ms"]
+    fams = [c for f in FAMILIES for c in (f"speed-up over {f}", f"{f} baseline")]
+    return out[first + fams + ["llm", "device", "dtype"]]
