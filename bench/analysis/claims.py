@@ -168,13 +168,23 @@ def paper_value(ref: Dict[str, Any], metric: str) -> Tuple[Optional[float], str]
 
 # ----------------------------------------------------------------------------- what can run here
 def _options(group: str) -> Optional[set]:
-    """The option names of a Hydra config group (encoder, llm, tiling), or None if no such group."""
+    """The option names of a Hydra config group (encoder, llm, tiling): those in the ConfigStore
+    and the YAML files of ``sweeps/<group>/``; None if there is no such group."""
     from hydra.core.config_store import ConfigStore
 
+    from ..config import sweeps_dir
+
+    names, found = set(), False
     try:
-        return {n[:-5] if n.endswith(".yaml") else n for n in ConfigStore.instance().list(group)}
+        names |= {n[:-5] if n.endswith(".yaml") else n for n in ConfigStore.instance().list(group)}
+        found = True
     except (IOError, OSError, ValueError, KeyError):
-        return None
+        pass
+    folder = sweeps_dir() / group
+    if folder.is_dir():
+        names |= {p.stem for p in folder.glob("*.yaml")}
+        found = True
+    return names if found else None
 
 
 def _tiling_field():

@@ -26,9 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _clean(v):
+def _clean(key, v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if key.startswith("n_") and isinstance(v, float):
+        return int(v)  # sample counts (pandas made them floats beside the skipped rows' nulls)
     return v
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
           "baseline / FastVLM medians on this machine with a 95 % hierarchical-bootstrap interval.\n"
           f"{n_measured} of {len(table)} claims measured.\n\n"
           + markdown_table(list(shown.columns), shown.values.tolist()) + "\n")
-    records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+    records = [{k: _clean(k, v) for k, v in r.items()} for r in table.to_dict(orient="records")]
     atomic_write_text(out / "claims.md", md)
     atomic_write_text(out / "claims.json", json.dumps({"results_dir": str(results), "paper_setup": PAPER_SETUP,
                                                        "claims": records}, indent=1, default=str) + "\n")
