@@ -29,6 +29,11 @@ claims:
     fast: {encoder: tiny_convnext, resolution: 64, llm: qwen2_tiny}
     baseline: {encoder: tiny_vit, resolution: 96, llm: qwen2_tiny, timing: {min_repeats: 3}}
     paper: {fast: {row: R3}, baseline: {row: R2}}
+  - id: tiny_encoder_only
+    title: "tiny encoders alone (llm=none): vision latency"
+    metric: vision_latency
+    fast: {encoder: tiny_convnext, resolution: 64, llm: none}
+    baseline: {encoder: tiny_vit, resolution: 96, llm: none}
   - id: not_here
     title: "a model this install lacks"
     metric: vision_latency
@@ -110,12 +115,13 @@ def test_claims_on_a_tiny_paper_claims_sweep(tmp_path):
                  "timing.warmup_max_seconds=0", "timing.max_seconds=0.3", "timing.min_repeats=2", "measure_peak=false",
                  "count_flops=false", "preprocess=false"], env=env)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "with 3 points" in p.stderr, p.stderr[-2000:]  # the glob sweep is counted
-    records = {}
+    assert "with 5 points" in p.stderr, p.stderr[-2000:]  # the glob sweep is counted
+    records, alone = {}, {}
     for f in (res / "tc" / "records").glob("*.json"):
         r = json.loads(f.read_text())
-        records[(r["config"]["encoder"], r["config"]["resolution"])] = r
+        (alone if r["config"]["llm"] == "none" else records)[(r["config"]["encoder"], r["config"]["resolution"])] = r
     assert set(records) == {("tiny_convnext", 64), ("tiny_vit", 96), ("tiny_vit", 100)}
+    assert set(alone) == {("tiny_convnext", 64), ("tiny_vit", 96)}
     assert records[("tiny_vit", 100)]["status"] == "skipped"
     assert records[("tiny_vit", 96)]["settings"]["timing_min_repeats"] == 2  # the command line wins
 
@@ -131,6 +137,11 @@ def test_claims_on_a_tiny_paper_claims_sweep(tmp_path):
         assert c["ci_low"] <= c["measured_ratio"] <= c["ci_high"]
         assert c["device"] == "cpu" and c["dtype"] == "fp32"
         assert c["direction_holds"] == ("yes" if c["ci_low"] > 1 else "no" if c["ci_high"] < 1 else "unclear")
+    c = table["tiny_encoder_only"]  # encoder-only rows: vision latency, no TTFT
+    want = statistics.median(alone[("tiny_vit", 96)]["stages"]["vision_latency"]["samples"]) / \
+        statistics.median(alone[("tiny_convnext", 64)]["stages"]["vision_latency"]["samples"])
+    assert c["status"] == "measured" and c["measured_ratio"] == pytest.approx(want)
+    assert c["paper_ratio"] is None and c["fast"] == "tiny_convnext@64 (encoder only)"
     assert table["tiny_ttft"]["paper_ratio"] == pytest.approx(14124 / 166)
     assert "M1 Max" in table["tiny_ttft"]["paper_source"] and "Table 6 R2" in table["tiny_ttft"]["paper_source"]
     assert table["tiny_params"]["measured_ratio"] == pytest.approx(base["params"]["vision"] / fast["params"]["vision"])
