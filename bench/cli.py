@@ -86,6 +86,27 @@ def entry() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; SIGTERM, SIGINT and SIGHUP end it with one line and exit 128 + the
+    signal's number (:mod:`bench.measure.interrupt`), wherever they land."""
+    from .measure.interrupt import Interrupted, exit_status, install_run_handlers, raise_if_pending_run
+
+    if argv is None:  # the program itself, not a test calling main() in its own process
+        install_run_handlers()
+    try:
+        rc = _main(argv)
+        raise_if_pending_run()
+        return rc
+    except Interrupted as exc:
+        print(f"{PROG}: error: {exc}; results finished before it are kept, the same command resumes",
+              file=sys.stderr, flush=True)
+        return exit_status(exc.signum)
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        print(f"{PROG}: error: interrupted by SIGINT; results finished before it are kept, the same command "
+              "resumes", file=sys.stderr, flush=True)
+        return 130
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] not in COMMANDS:
         if len(args) == 1 and args[0] in ("-h", "--help"):

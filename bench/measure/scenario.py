@@ -23,7 +23,7 @@ from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm,
 from ..models.pipeline import Flow, Pipeline, build_pipeline
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .runner import PointInterrupted
+from .interrupt import PointInterrupted
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
@@ -170,7 +170,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         others = OtherCpuUse() if dev.type == "cpu" else None
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom, keep_llm=True)
+                              memory_headroom=cfg.memory_headroom, keep_llm=True,
+                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
             rec.device_info["before"] = others.read()
             warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
@@ -187,7 +188,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
-        if isinstance(exc, PointInterrupted):  # SIGTERM (runner._interrupt_on_sigterm): the point ends here
+        if isinstance(exc, PointInterrupted):  # a signal (bench.measure.interrupt): the point ends here
             raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
