@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from ..config import BenchConfig, ConfigError, validate
+from ..config import BenchConfig, ConfigError, unusual, validate
 from ..results.records import STATUS_ERROR, STATUS_OK, Record
 from ..results.store import ResultsStore
 from .interrupt import PointInterrupted, interrupt_on_signals
@@ -51,6 +51,8 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
 
     validate(cfg)
     check_results_dir(cfg)
+    for text in unusual(cfg):
+        log.warning("unusual setting: %s", text)
     try:
         point = resolve_point(cfg)
     except DeviceUnavailableError as exc:

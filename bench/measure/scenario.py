@@ -332,6 +332,9 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     rec.iteration_probes = result.probes
     rec.disturbed_iterations = disturbed_iterations(result.probes)
     rec.turns_taken = turns.taken_by_others - taken_before if turns.path else None
+    if rec.turns_taken == 0:  # nobody took a turn: a run alone, not interleaved (compare will not pair it)
+        log.warning("timing.turns: no other process took a turn while %s was measured: it ran alone, not "
+                    "interleaved (turns_taken: 0)", point.label())
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb
     if energy is not None:
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
