@@ -178,7 +178,7 @@ def _sweep(args: List[str]) -> int:
     """
     import logging
 
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     user_full_error = "HYDRA_FULL_ERROR" in os.environ
@@ -197,6 +197,10 @@ def _sweep(args: List[str]) -> int:
         cause = exc.__cause__
         if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
             lines.append(str(cause).strip().splitlines()[0])
+        if isinstance(exc, OverrideParseException) or "LexerNoViableAlt" in text:
+            lines = [ln.replace("LexerNoViableAltException", "cannot read the override") for ln in lines]
+            lines.append("hint: a value with spaces or special characters must be quoted for the shell and "
+                         "for Hydra, e.g. 'results_dir=\"/data/my runs\"'")
         print(f"fastvlm-bench: error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -418,7 +418,8 @@ def run(args) -> int:
     if unknown or not metrics:
         raise InputError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
     if args.resamples < 1 or not 0 < args.confidence < 1:
-        raise InputError("--resamples must be at least 1 and --confidence strictly between 0 and 1")
+        raise InputError(f"--resamples must be at least 1 and --confidence strictly between 0 and 1 (a fraction, "
+                         f"0.95 = 95 %), got {args.resamples} and {args.confidence:g}")
     if args.candidate is None and not args.baseline_encoder:
         raise InputError("CANDIDATE is required unless --baseline-encoder is given")
 

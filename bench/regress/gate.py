@@ -65,12 +65,14 @@ def run(args) -> int:
     from .render import render_gate_markdown, render_gate_text
 
     config = load_gate_config(args.config)
-    result = run_gate(load_results(args.results, "RESULTS"), config)
+    df = load_results(args.results, "RESULTS")
+    flagged = quality_flags(ok_rows(df), "results")
+    if getattr(args, "strict", False) and flagged:  # before the checks: they would decide on these rows
+        raise InputError(f"refusing to gate (--strict): {len(flagged)} row(s) are disturbed or stopped on the "
+                         "budget far from their target: " + "; ".join(describe(f) for f in flagged[:3])
+                         + (" ..." if len(flagged) > 3 else ""))
+    result = run_gate(df, config)
     result.update(results=str(args.results), config=str(resolve_config_path(args.config)))
-    if getattr(args, "strict", False) and result["flagged"]:
-        raise InputError(f"refusing to gate (--strict): {result['flagged']} row(s) are disturbed or stopped on the "
-                         "budget far from their target: " + "; ".join(describe(f) for f in result["flagged_rows"][:3])
-                         + (" ..." if result["flagged"] > 3 else ""))
     print(render_gate_text(result, args.results))
     if args.markdown:
         write_output(args.markdown, render_gate_markdown(result, args.results))

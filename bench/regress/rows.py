@@ -244,7 +244,7 @@ def load_results(spec: str, side: str):
     """All runs of a side as one table with :data:`RUN_COLUMN`; any failure is an InputError."""
     import pandas as pd
 
-    from ..results.store import load_table
+    from ..results.store import CorruptRecordError, load_table
 
     frames = []
     for i, path in enumerate(expand_paths(spec)):
@@ -252,6 +252,8 @@ def load_results(spec: str, side: str):
             df = load_table(path)
         except FileNotFoundError as exc:
             raise InputError(f"{side} {path}: {exc}") from None
+        except CorruptRecordError as exc:  # a record that fails its checks: the whole reason, in one line
+            raise InputError(f"{side}: {exc}") from None
         except Exception as exc:  # the input boundary: malformed CSV/Parquet/JSON of any kind
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise InputError(f"{side} {path}: cannot read results ({type(exc).__name__}: {first})") from None

@@ -302,8 +302,5 @@ def load_table(path: Union[str, Path]) -> pd.DataFrame:
     if path.suffix == ".csv":
         return pd.read_csv(path)
     if path.suffix == ".json":
-        try:
-            return records_to_frame([read_record(path)])
-        except CorruptRecordError as exc:
-            raise ValueError(str(exc)) from None
+        return records_to_frame([read_record(path)])  # CorruptRecordError is a ValueError naming the file
     raise ValueError(f"{path}: expected a results folder, .csv, .parquet or record .json")
