@@ -19,10 +19,8 @@ import psutil
 import pytest
 
 from bench.results.records import POINT_KEYS, PointConfig
-from conftest import run_cli
+from conftest import FAST, run_cli
 
-FAST = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick",
-        "count_flops=false", "measure_peak=false", "resolution=64"]
 
 
 def tree(root: Path) -> dict:
@@ -41,15 +39,6 @@ def assert_one_line(p, code: int, *needles: str) -> str:
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    """A real two-point sweep (tiny_vit, tiny_convnext at 64 px): the good data to protect."""
-    base = tmp_path_factory.mktemp("good")
-    p = run_cli(["-m", *FAST, "name=good", f"results_dir={base}", "encoder=tiny_vit,tiny_convnext"], cwd=base)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return base / "good"
 
 
 @pytest.fixture

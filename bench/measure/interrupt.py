@@ -119,7 +119,7 @@ def interrupt_on_signals() -> Iterator[None]:
         yield
         return
     handler = _make_handler(PointInterrupted)
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
         raise_if_pending()
@@ -130,11 +130,15 @@ def interrupt_on_signals() -> Iterator[None]:
 
 def install_run_handlers() -> None:
     """For the rest of the process, a signal of :data:`SIGNALS` raises :class:`Interrupted`
-    (the CLI reports it in one line with :func:`exit_status`). Main thread only."""
+    (the CLI reports it in one line with :func:`exit_status`). Main thread only.
+
+    A signal the process was started ignoring stays ignored: ``nohup fastvlm-bench ...`` (SIGHUP)
+    and a background job of a non-interactive shell (SIGINT) mean to outlive those signals."""
     if threading.current_thread() is threading.main_thread():
         handler = _make_handler(Interrupted)
         for s in SIGNALS:
-            signal.signal(s, handler)
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                signal.signal(s, handler)
 
 
 def raise_if_pending_run() -> None:
