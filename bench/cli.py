@@ -97,13 +97,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise_if_pending_run()
         return rc
     except Interrupted as exc:
-        print(f"{PROG}: error: {exc}; results finished before it are kept, the same command resumes",
-              file=sys.stderr, flush=True)
+        _say(f"{PROG}: error: {exc}; results finished before it are kept, the same command resumes")
         return exit_status(exc.signum)
     except KeyboardInterrupt:  # SIGINT before the handlers were installed
-        print(f"{PROG}: error: interrupted by SIGINT; results finished before it are kept, the same command "
-              "resumes", file=sys.stderr, flush=True)
+        _say(f"{PROG}: error: interrupted by SIGINT; results finished before it are kept, the same command resumes")
         return 130
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there still is one (after SIGHUP the terminal may be gone)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

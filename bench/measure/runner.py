@@ -100,7 +100,10 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
 
 def fail(message: str, code: int) -> None:
     """The one-line error of every sweep failure: ``fastvlm-bench: error: ...``, exit ``code``."""
-    print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # SIGHUP: the terminal is gone; the exit status still says it
+        pass
     raise SystemExit(code)
 
 

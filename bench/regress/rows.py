@@ -253,7 +253,7 @@ def load_results(spec: str, side: str):
         except FileNotFoundError as exc:
             raise InputError(f"{side} {path}: {exc}") from None
         except CorruptRecordError as exc:  # a record that fails its checks: the whole reason, in one line
-            raise InputError(f"{side}: {exc}") from None
+            raise InputError(f"{side}: cannot read results: {exc}") from None
         except Exception as exc:  # the input boundary: malformed CSV/Parquet/JSON of any kind
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise InputError(f"{side} {path}: cannot read results ({type(exc).__name__}: {first})") from None

@@ -25,10 +25,10 @@ point. :func:`check_record` checks the parsed JSON against the one schema
   ``n == len(samples)``, ``median`` is the median of the samples, ``min <= p10 <= median <=
   p90 <= max``, ``ci_low <= median <= ci_high``, ``mean`` within the samples' range, and
   ``std``, ``iqr`` >= 0, every number finite; TTFT is a span from the start of
-  ``vision_latency`` to the end of ``prefill`` (:mod:`bench.measure.timer`), so in every
-  iteration it is at least each of ``vision_latency``, ``projector`` and ``prefill`` (not
-  their sum: records made by hand for tests and by other tools need not hold that), and so is
-  its median; ``disturbed_iterations`` are indices of timed iterations; an
+  ``vision_latency`` to the end of ``prefill`` (:mod:`bench.measure.timer`), so its median is
+  at least the median of each of ``vision_latency``, ``projector`` and ``prefill`` (checked on
+  medians only, not per iteration or on their sum: records made for tests and by other tools,
+  with independently drawn samples per stage, need not hold more); ``disturbed_iterations`` are indices of timed iterations; an
   ``ok`` record that has an LLM has a ``ttft`` stage. Counts and durations are not negative.
   Null stays null: a missing TTFT (encoder-only points, ``llm=none``) is not a zero.
 
@@ -169,17 +169,6 @@ def _check_ttft(stages: Dict[str, Dict[str, Any]], problems: List[str]) -> None:
             problems.append(f"stages.ttft.median {ttft['median']} is below stages.{p_name}.median {p['median']}: "
                             "TTFT contains that stage")
             return
-    names = [p for p in TTFT_PARTS if stages.get(p)]
-    ts = ttft.get("samples") or []
-    for p_name, p in zip(names, parts):
-        ps = p.get("samples") or []
-        if not ts or len(ps) != len(ts):
-            continue
-        for i, (t, x) in enumerate(zip(ts, ps)):
-            if not _close_or_above(t, x):
-                problems.append(f"stages.ttft sample {i} ({t:.6g} ms) is below stages.{p_name} in the same "
-                                f"iteration ({x:.6g} ms): TTFT contains that stage")
-                return
 
 
 def problems_of(data: Any, expected_id: Optional[str] = None) -> List[str]:
