@@ -75,7 +75,7 @@ class ValidateCallback(Callback):
             base = config.copy()
             with open_dict(base):
                 del base["hydra"]
-            validate(to_bench_config(base))
+            validate(to_bench_config(base), swept)
             name, results_dir = str(config.name), str(config.results_dir)
             if "name" not in swept and "results_dir" not in swept:
                 cfg = BenchConfig(name=name, results_dir=results_dir)

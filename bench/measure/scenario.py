@@ -21,6 +21,7 @@ from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.pipeline import Flow, Pipeline, build_pipeline
+from ..models.tiling import plan_for
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .runner import PointInterrupted
@@ -93,7 +94,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     dt = resolve_dtype(str(cfg.dtype), dev)
     cuda = dev.type == "cuda"
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
-    return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
+    resolution, tiling, tile_size, image_size = resolve_image(cfg)
+    return PointConfig(encoder=cfg.encoder.name, resolution=resolution, llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
                        compile=bool(cfg.compile), compile_mode=cfg.compile_mode,
@@ -103,7 +105,28 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
-                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0)
+                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
+                       tiling=tiling, tile_size=tile_size, image_size=image_size)
+
+
+def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:
+    """``(resolution, tiling, tile_size, image_size)`` of a point.
+
+    Without tiling: ``(resolution, "none", None, None)``, as before. With tiling, the tile size
+    is ``tiling.tile`` or the encoder's native input size (None when it has none: the point is
+    then skipped with the reason), and ``image_size`` is resolved to ``WxH`` (``photo`` to the
+    photo's own size) with ``resolution`` its longer side; a square image of ``resolution``
+    px is recorded as ``image_size`` null, so ``image_size=1152x1152`` is the point
+    ``resolution=1152``.
+    """
+    from ..models.tiling import image_wh
+
+    tiling = str(cfg.tiling.name)
+    if tiling == "none":
+        return int(cfg.resolution), tiling, None, None
+    tile = cfg.tiling.tile or get_encoder_spec(cfg.encoder.name).native_resolution
+    w, h = image_wh(int(cfg.resolution), cfg.image_size)
+    return max(w, h), tiling, (int(tile) if tile else None), (None if w == h else f"{w}x{h}")
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -153,11 +176,15 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     enc_spec, llm_spec = get_encoder_spec(point.encoder), get_llm_spec(point.llm)
     rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
     try:
-        rec.visual_tokens = enc_spec.num_tokens(point.resolution)
+        plan = plan_for(point)
+        rec.visual_tokens = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
         return rec
+    if plan is not None:
+        rec.tiling_grid, rec.tiles, rec.tile_tokens = plan.grid, plan.tiles, plan.tile_tokens
+        rec.tiling_merged_grid = plan.merged_grid
     vlm = others = None
     freeze_long_lived_objects()
     # Interleaved with other processes (timing.turns): hold the machine from here on.
@@ -168,7 +195,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         if pinned is not None:
             rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
         others = OtherCpuUse() if dev.type == "cpu" else None
-        vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
+        # a tiled point's encoder is built for its tiles, not for the whole image
+        vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
                               memory_headroom=cfg.memory_headroom, keep_llm=True)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
@@ -268,16 +296,16 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
 
     taken_before = turns.taken_by_others
     dev = torch.device(point.device)
-    images = [load_sample_image()] * point.batch_size
-    pixels = vlm.preprocess(images)
+    pipe = build_pipeline(vlm, point)
+    rec.pipeline = pipe.owners()
+    images = [_source_image(point, load_sample_image())] * point.batch_size
+    pixels = pipe.preprocess(images)
     if point.channels_last and get_encoder_spec(point.encoder).kind == "conv":
         vlm.encoder = vlm.encoder.to(memory_format=torch.channels_last)
     to_encoder = ((lambda px: px.contiguous(memory_format=torch.channels_last)) if point.channels_last
                   else (lambda px: px))
     pixels = to_encoder(pixels)
     ids = vlm.prompt_ids(point.batch_size, point.prompt_tokens)
-    pipe = build_pipeline(vlm, point)
-    rec.pipeline = pipe.owners()
 
     if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
         rec.flops = _count_stage_flops(point, pipe, Flow(pixels, ids))
@@ -298,8 +326,9 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
 
     def check(v, p, logits) -> None:
         """On the first warm-up iteration (untimed, so no separate pass is paid for): the
-        visual tokens the model really produces, and finite outputs."""
-        rec.visual_tokens_measured = int(v.shape[1])
+        visual tokens the model really produces (what reaches the LLM: after the merge of a
+        tiling mode), and finite outputs."""
+        rec.visual_tokens_measured = int(p.shape[1])
         _check_finite(point, visual_tokens=v, projector_output=p, logits=logits)
         if rec.visual_tokens_measured != rec.visual_tokens:
             log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
@@ -309,7 +338,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     def step(timer: StageTimer) -> None:
         if point.preprocess:
             with timer.stage("preprocess"):
-                px = to_encoder(vlm.preprocess(images))
+                px = to_encoder(pipe.preprocess(images))
                 extra("preprocess")
         else:
             px = pixels
@@ -336,6 +365,20 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
+
+
+def _source_image(point: PointConfig, photo):
+    """The image a point starts from: the sample photo, as it is without tiling (the timed
+    preprocessing resizes and crops it); a tiled point's image is the photo resized (untimed) to
+    the point's image size, the image a user would have sent, whose shape drives the grid."""
+    if point.tiling == "none":
+        return photo
+    from PIL import Image
+
+    from ..models.tiling import image_wh
+
+    size = image_wh(point.resolution, point.image_size)
+    return photo if photo.size == size else photo.resize(size, Image.Resampling.BICUBIC)
 
 
 def _extra_operands(dev: torch.device):

@@ -102,6 +102,7 @@ METRICS: Dict[str, MetricSpec] = {
     # not compared by default, available through --metrics
     "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
     "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
+    "merge": MetricSpec("merge", ("merge_ms",), "merge_samples_ms"),  # tiled points only
 }
 DEFAULT_METRICS: Tuple[str, ...] = ("vision_latency", "prefill", "ttft", "visual_tokens", "peak_memory")
 #: Default thresholds per metric where the global one does not fit: peak RSS on a CPU differs by

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
                   ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
-                  ("threads", "t{}"), ("preprocess", "preprocess={}"))
+                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("tiling", "{}"),
+                  ("image_size", "image {}"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile")
 PathLike = Union[str, Path]
 
@@ -284,10 +285,12 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                   text="Stage medians stacked (vision encoder, projector, LLM prefill); the black marker is "
                        "the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
                        "outside the three stages.")
-    bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
-                       "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
+    merged = "merge_ms" in ok and ok["merge_ms"].notna().any()  # a tiled point's merge stage
+    bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
+                  + ["prefill_ms", "ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
-        bd.insert(4, "sum_of_stages_ms", bd[_cols(bd, ["vision_latency_ms", "projector_ms", "prefill_ms"])]
+        bd.insert(list(bd.columns).index("ttft_ms"), "sum_of_stages_ms",
+                  bd[_cols(bd, ["vision_latency_ms", "projector_ms", "merge_ms", "prefill_ms"])]
                   .sum(axis=1, min_count=1))
     sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
     sections.append(sec)

@@ -16,7 +16,9 @@ SCHEMA_VERSION = 2  # 2: projector, checkpoint, timing mode, backend flags, stop
 
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
-STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
+STAGES = ("preprocess", "vision_latency", "projector", "merge", "prefill", "ttft")
+#: ``merge`` (unpad, newline tokens, interpolation of a tiling mode: bench.models.tiling) is
+#: only in tiled points' pipelines; its columns are null for the others.
 
 #: Fields that identify a sweep point; two records with equal values measure the same thing.
 #: Every knob that changes *what* is run is here: the model parts (encoder, projector, LLM,
@@ -32,6 +34,7 @@ POINT_KEYS = (
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
     "projector", "checkpoint", "checkpoint_fingerprint",
     "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
+    "tiling", "tile_size", "image_size",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -39,7 +42,8 @@ POINT_KEYS = (
 #: keep their ids (and are resumed, not re-measured, after an upgrade).
 _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_fingerprint": None,
                "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
-               "extra_work_stage": None, "extra_work_matmuls": 0}
+               "extra_work_stage": None, "extra_work_matmuls": 0,
+               "tiling": "none", "tile_size": None, "image_size": None}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -80,6 +84,13 @@ class PointConfig:
     #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
     extra_work_stage: Optional[str] = None
     extra_work_matmuls: int = 0
+    #: image-to-token pipeline (bench.models.tiling): none | anyres_next | anyres_max_9
+    tiling: str = "none"
+    #: tiled points: the tile side in px, the encoder's input (null without tiling)
+    tile_size: Optional[int] = None
+    #: the image's WxH when not the square ``resolution`` (tiled points; ``resolution`` is then
+    #: its longer side); null for a square image
+    image_size: Optional[str] = None
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
@@ -89,7 +100,9 @@ class PointConfig:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
+        size = f"{self.image_size or self.resolution}px"
+        tiled = f" {self.tiling}" if self.tiling != "none" else ""
+        return f"{self.encoder}@{size}{tiled}+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
 
 
 @dataclass
@@ -124,6 +137,13 @@ class Record:
     visual_tokens_measured: Optional[int] = None
     encoder_channels: Optional[int] = None
     llm_hidden: Optional[int] = None
+    #: Tiled points (bench.models.tiling): the tile grid as COLSxROWS, encoder inputs per image
+    #: (grid tiles + the base image), tokens per tile, and the grid's features after unpadding
+    #: and the anyres_max_N shrink as WxH; tiles x tile_tokens is the papers' count. Null untiled.
+    tiling_grid: Optional[str] = None
+    tiles: Optional[int] = None
+    tile_tokens: Optional[int] = None
+    tiling_merged_grid: Optional[str] = None
     stages: Dict[str, StageStats] = field(default_factory=dict)
     #: FLOPs per stage for one batch (forward only), counted by torch.utils.flop_counter.
     flops: Dict[str, Optional[float]] = field(default_factory=dict)
@@ -191,7 +211,9 @@ class Record:
         row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
-                   visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
+                   visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden,
+                   tiling_grid=self.tiling_grid, tiles=self.tiles, tile_tokens=self.tile_tokens,
+                   tiling_merged_grid=self.tiling_merged_grid)
         for stage in STAGES:
             s = self.stages.get(stage)
             row[f"{stage}_ms"] = s.median if s else None
@@ -202,7 +224,7 @@ class Record:
                 row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
             row[f"{stage}_ci_rel"] = s.ci_rel if s else None
             row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
-        for stage in ("vision_latency", "projector", "prefill", "ttft"):
+        for stage in ("vision_latency", "projector", "merge", "prefill", "ttft"):
             fl = self.flops.get(stage)
             row[f"{stage}_gflops"] = fl / 1e9 if fl is not None else None
             s = self.stages.get(stage)
