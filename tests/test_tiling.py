@@ -153,8 +153,8 @@ def _point(encoder="tiny_vit", resolution=128, tiling="none", tile=None, image_s
 def test_real_forward_on_tiny_models_gives_the_count(tiny_vlm, mode, w, h, batch):
     """The pipeline as a sweep runs it (tiles cut from a real photo, the encoder on the batch of
     tiles, projector, merge, prefill): the LLM gets exactly the analytical count."""
-    from bench.measure.scenario import _source_image
     from bench.models.preprocess import load_sample_image
+    from bench.models.tiling import source_image
 
     point = _point(resolution=max(w, h), tiling=mode, tile=64, image_size=None if w == h else f"{w}x{h}",
                    batch=batch)
@@ -162,7 +162,7 @@ def test_real_forward_on_tiny_models_gives_the_count(tiny_vlm, mode, w, h, batch
     pipe = build_pipeline(tiny_vlm, point)
     assert pipe.names() == ["vision_latency", "projector", "merge", "prefill"]
     assert pipe.owners()["merge"] == mode and pipe.preprocess_owner == mode
-    pixels = pipe.preprocess([_source_image(point, load_sample_image())] * batch)
+    pixels = pipe.preprocess([source_image(point, load_sample_image())] * batch)
     assert pixels.shape == (batch * plan.tiles, 3, 64, 64)
     with torch.inference_mode():
         flow = pipe(Flow(pixels, tiny_vlm.prompt_ids(batch, 4)))

@@ -21,7 +21,7 @@ from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.pipeline import Flow, Pipeline, build_pipeline
-from ..models.tiling import plan_for
+from ..models.tiling import plan_for, source_image
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .runner import PointInterrupted
@@ -298,7 +298,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     dev = torch.device(point.device)
     pipe = build_pipeline(vlm, point)
     rec.pipeline = pipe.owners()
-    images = [_source_image(point, load_sample_image())] * point.batch_size
+    images = [source_image(point, load_sample_image())] * point.batch_size
     pixels = pipe.preprocess(images)
     if point.channels_last and get_encoder_spec(point.encoder).kind == "conv":
         vlm.encoder = vlm.encoder.to(memory_format=torch.channels_last)
@@ -365,20 +365,6 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
-
-
-def _source_image(point: PointConfig, photo):
-    """The image a point starts from: the sample photo, as it is without tiling (the timed
-    preprocessing resizes and crops it); a tiled point's image is the photo resized (untimed) to
-    the point's image size, the image a user would have sent, whose shape drives the grid."""
-    if point.tiling == "none":
-        return photo
-    from PIL import Image
-
-    from ..models.tiling import image_wh
-
-    size = image_wh(point.resolution, point.image_size)
-    return photo if photo.size == size else photo.resize(size, Image.Resampling.BICUBIC)
 
 
 def _extra_operands(dev: torch.device):

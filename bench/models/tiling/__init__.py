@@ -81,6 +81,18 @@ def visual_tokens(encoder: str, resolution: int, tiling: str = "none", tile_size
     return plan.tokens if plan is not None else get_encoder_spec(encoder).num_tokens(int(resolution))
 
 
+def source_image(point, photo):
+    """The image a point starts from: the sample photo as it is without tiling (the timed
+    preprocessing resizes and crops it); for a tiled point, the photo resized (untimed) to the
+    point's image size: the image a user would have sent, whose shape drives the grid."""
+    if point.tiling == "none":
+        return photo
+    from PIL import Image
+
+    size = image_wh(point.resolution, point.image_size)
+    return photo if photo.size == size else photo.resize(size, Image.Resampling.BICUBIC)
+
+
 def apply(pipe, vlm, point) -> None:
     """The tiling axis (``bench.models.pipeline.AXES``): tiles in the preprocessing, a ``merge``
     stage after the projector. Nothing changes for ``tiling=none``."""
@@ -104,4 +116,5 @@ if apply not in AXES:
     AXES.insert(0, apply)  # first: tiling decides what the encoder sees (see AXES)
 
 __all__ = ["TILINGS", "PHOTO", "TileMerge", "TilingMode", "TilingPlan", "apply", "get_tiling", "image_wh",
-           "make_plan", "parse_image_size", "plan_for", "register_tiling", "tile_images", "visual_tokens"]
+           "make_plan", "parse_image_size", "plan_for", "register_tiling", "source_image", "tile_images",
+           "visual_tokens"]
