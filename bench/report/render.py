@@ -282,9 +282,9 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- TTFT breakdown
     sec = Section("TTFT breakdown",
-                  text="Stage medians stacked (vision encoder, projector, LLM prefill); the black marker is "
-                       "the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
-                       "outside the three stages.")
+                  text="Stage medians stacked (vision encoder, projector, the tile merge of tiled points, LLM "
+                       "prefill); the black marker is the end-to-end TTFT median measured in the same iterations, "
+                       "so a gap shows overhead outside the stages.")
     merged = "merge_ms" in ok and ok["merge_ms"].notna().any()  # a tiled point's merge stage
     bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
                   + ["prefill_ms", "ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
