@@ -5,6 +5,7 @@
     fastvlm-bench report RESULTS_DIR         render reports/<sweep>/
     fastvlm-bench compare BASE CANDIDATE     regression check between two result sets
     fastvlm-bench gate RESULTS_DIR           the CI baseline gate
+    fastvlm-bench claims RESULTS_DIR         the paper's headline ratios beside the measured ones
     fastvlm-bench accuracy import PATH...    read lmms-eval results JSON
     fastvlm-bench accuracy run -- ARGS...    run lmms-eval, then import its results
     fastvlm-bench collect RESULTS_DIR [--keep-going]
@@ -23,7 +24,7 @@ from typing import List, Optional
 
 PROG = "fastvlm-bench"
 #: The subcommands; any other first argument starts a sweep (Hydra overrides).
-COMMANDS = ("list", "collect", "report", "accuracy", "compare", "gate")
+COMMANDS = ("list", "collect", "report", "accuracy", "compare", "gate", "claims")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     """One parser; each command module adds its own subparser (``add_parser(subparsers)``,
     which sets ``func`` to the module's ``run(args) -> int``)."""
     from .accuracy import command as accuracy
+    from .analysis import command as claims
     from .models import command as list_
     from .report import command as report
     from .results import command as collect
 
     parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (list_, collect, report, accuracy):
+    for module in (list_, collect, report, accuracy, claims):
         module.add_parser(sub)
     _add_regress_parsers(sub)
     return parser

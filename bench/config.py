@@ -53,7 +53,7 @@ class EncoderConf:
 
 @dataclass
 class LLMConf:
-    name: str = MISSING  # a registered LLM (fastvlm-bench list)
+    name: str = MISSING  # a registered LLM (fastvlm-bench list), or none: encoder only
 
 
 @dataclass
@@ -207,10 +207,13 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
     from .models import ENCODERS, LLMS, TILINGS
 
+    from .models.llms import NO_LLM
+
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
                              ("tiling", TILINGS, cfg.tiling.name)):
-        if value not in reg:
-            problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}")
+        if value not in reg and not (kind == "llm" and value == NO_LLM):
+            extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
+            problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
     if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
         problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
     if cfg.image_size is not None:
@@ -240,12 +243,18 @@ def register_configs() -> None:
     cs.store(name="base_config", node=BenchConfig)
     for name in ENCODERS.names():
         cs.store(group="encoder", name=name, node=EncoderConf(name=name))
-    for name in LLMS.names():
+    from .models.llms import NO_LLM
+
+    for name in LLMS.names() + [NO_LLM]:  # llm=none: an encoder-only point
         cs.store(group="llm", name=name, node=LLMConf(name=name))
     for name in TILINGS.names():
         cs.store(group="tiling", name=name, node=TilingConf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
+    # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above
+    from .analysis.claims import register_claim_points
+
+    register_claim_points()
 
 
 # ---- where the package's files are ---------------------------------------------------------

@@ -171,8 +171,11 @@ def _frontier_line(ax, df: pd.DataFrame, x: str, color: str, style: str, label: 
 
 
 def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: str,
-                  out_dir: Path, name: str, note: str = "") -> Path:
+                  out_dir: Path, name: str, note: str = "", measured_label: str = "measured here") -> Path:
     """Accuracy (%) against ``x`` (log axis) with Pareto frontiers for both layers.
+
+    ``measured_label`` names the first layer in the legend: ``measured here``, or what exactly
+    was measured when only the latency was (paper accuracy joined with measured latency).
 
     ``measured`` and ``paper`` need columns ``x``, ``accuracy`` and ``label``. The two layers
     get separate frontiers: they were timed on different machines.
@@ -186,7 +189,7 @@ def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: st
         _frontier_line(ax, paper, x, PAPER_COLOR, "--", "paper-reported frontier")
     if len(measured):
         ax.scatter(measured[x], measured["accuracy"], marker="o", s=42, color=MEASURED_COLOR,
-                   edgecolors="white", linewidths=0.6, label="measured here", zorder=3)
+                   edgecolors="white", linewidths=0.6, label=measured_label, zorder=3)
         _frontier_line(ax, measured, x, MEASURED_COLOR, "-", "measured frontier")
     if len(measured) or len(paper):
         _log_axis(ax, "x", time=x.endswith("_ms"))
@@ -376,13 +379,22 @@ def visual_tokens_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
              "Number of visual tokens passed to the LLM, by input resolution.")]
 
 
+def _has_ttft(ok: pd.DataFrame) -> bool:
+    """Any row with a TTFT? Encoder-only rows (``llm=none``) have none: no TTFT figure for them."""
+    return "ttft_ms" in ok and bool(ok["ttft_ms"].notna().any())
+
+
 @register_figure("TTFT breakdown")
 def ttft_breakdown_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    if not _has_ttft(ok):
+        return []
     return [(ttft_breakdown(ok, fig_dir),
              "TTFT (ms) split into vision encoder, projector and LLM prefill, per configuration.")]
 
 
 @register_figure("TTFT over LLM size x resolution")
 def ttft_heatmap_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    if not _has_ttft(ok):
+        return []
     return [(png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured.")
             for png in ttft_heatmap(ok, fig_dir)]

@@ -102,14 +102,23 @@ def apply(pipe, vlm, point) -> None:
     spec = vlm.encoder.spec
     pipe.preprocess = lambda images: tile_images(images, plan, spec.mean, spec.std, vlm.device, vlm.dtype)
     pipe.preprocess_owner = point.tiling
-    hidden = vlm.projector[-1].out_features
-    merge = TileMerge(plan, placeholder_newline(hidden, vlm.device, vlm.dtype))
     pipe.extras["tiling_plan"] = plan
+    if "projector" in pipe.names():  # the originals merge in the LLM's width, after the projector
+        merge = TileMerge(plan, placeholder_newline(vlm.projector[-1].out_features, vlm.device, vlm.dtype))
 
-    def run(f) -> None:
-        f.embeds = merge(f.embeds)
+        def run(f) -> None:
+            f.embeds = merge(f.embeds)
 
-    pipe.insert_after("projector", Stage("merge", run, owner=point.tiling))
+        pipe.insert_after("projector", Stage("merge", run, owner=point.tiling))
+        return
+    # encoder only (llm=none): no projector to merge after; the same merge on the encoder's
+    # features (a newline of its width), so the point still ends at the tokens an LLM would get
+    merge = TileMerge(plan, placeholder_newline(vlm.encoder.channels, vlm.device, vlm.dtype))
+
+    def run_on_features(f) -> None:
+        f.embeds = merge(f.feats)
+
+    pipe.insert_after("vision_latency", Stage("merge", run_on_features, owner=point.tiling))
 
 
 if apply not in AXES:
