@@ -164,6 +164,8 @@ AXES: List[Callable[[Pipeline, Any, Any], None]] = []
 
 def build_pipeline(vlm, point) -> Pipeline:
     """The pipeline of ``point`` (a :class:`~bench.results.records.PointConfig`) on ``vlm``."""
+    from . import tiling  # noqa: F401  (registers its axis in AXES on first import)
+
     pipe = base_pipeline(vlm)
     for apply in AXES:
         apply(pipe, vlm, point)
