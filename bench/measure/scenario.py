@@ -208,7 +208,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
                               memory_headroom=cfg.memory_headroom, keep_llm=True,
-                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens)
+                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
+                              tiles=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
             rec.device_info["before"] = others.read()
             warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")

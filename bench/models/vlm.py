@@ -228,8 +228,12 @@ def _kept_llm(key) -> Optional[nn.Module]:
 def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dtype: str = "auto",
               attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
               checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False,
-              batch_size: int = 1, prompt_tokens: int = 32):
+              batch_size: int = 1, prompt_tokens: int = 32, tiles: int = 1, llm_tokens: Optional[int] = None):
     """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
+
+    A tiled point (``bench.models.tiling``) builds its encoder for one tile (``resolution``)
+    and says how many encoder inputs an image makes (``tiles``) and how many visual tokens its
+    LLM gets (``llm_tokens``), so that the memory check counts its real working set.
 
     Unknown names and impossible resolutions raise before anything is allocated, and so does
     a point that cannot fit (:class:`InsufficientMemoryError`): its parameters plus one
@@ -270,7 +274,8 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     elem = torch.empty((), dtype=dt).element_size()
     need = count_parameters(vlm) * elem
     work = working_set_bytes(resolution, enc_spec.num_tokens(resolution), enc_spec.channels,
-                             getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation)
+                             getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation,
+                             encoder_inputs=tiles, llm_tokens=llm_tokens)
     new = need - (count_parameters(lm) * elem if kept else 0) + work.total  # a kept LLM's memory is in use
     have = available_memory_bytes(dev)
     if new * memory_headroom > have:
