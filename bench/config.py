@@ -57,6 +57,14 @@ class LLMConf:
 
 
 @dataclass
+class ReductionConf:
+    """``reduction=NAME``: a token-reduction method (``bench.models.reduction``); each method's
+    config derives from this one and adds its typed parameters (``reduction.tokens=64`` ...)."""
+
+    name: str = "none"
+
+
+@dataclass
 class TimingConf:
     """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
@@ -142,6 +150,7 @@ class BenchConfig:
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
+    reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
     count_flops: bool = True
     measure_peak: bool = True  # measure the device's matmul peak once (roofline)
     results_dir: str = "results"
@@ -195,6 +204,11 @@ def validate(cfg: BenchConfig) -> None:
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name)):
         if value not in reg:
             problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}")
+    if not problems and cfg.encoder.name in ENCODERS:
+        from .models.reduction.base import check_reduction, to_conf
+
+        problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
+                                    bool(cfg.compile))
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -214,6 +228,10 @@ def register_configs() -> None:
         cs.store(group="encoder", name=name, node=EncoderConf(name=name))
     for name in LLMS.names():
         cs.store(group="llm", name=name, node=LLMConf(name=name))
+    from .models.reduction import REDUCTIONS
+
+    for name in REDUCTIONS.names():  # one option per method, its typed parameters as the node
+        cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
 

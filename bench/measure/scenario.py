@@ -21,6 +21,8 @@ from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.pipeline import Flow, Pipeline, build_pipeline
+from ..models.reduction import NONE, method_of, point_params
+from ..models.reduction.base import to_conf
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .runner import PointInterrupted
@@ -93,6 +95,7 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     dt = resolve_dtype(str(cfg.dtype), dev)
     cuda = dev.type == "cuda"
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
+    reduction = to_conf(cfg.reduction)
     return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
@@ -103,7 +106,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
-                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0)
+                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
+                       reduction=reduction.name, reduction_params=point_params(reduction))
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -153,7 +157,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     enc_spec, llm_spec = get_encoder_spec(point.encoder), get_llm_spec(point.llm)
     rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
     try:
-        rec.visual_tokens = enc_spec.num_tokens(point.resolution)
+        _visual_tokens(point, rec, enc_spec, llm_spec)
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
@@ -205,6 +209,19 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
+def _visual_tokens(point: PointConfig, rec: Record, enc_spec, llm_spec) -> None:
+    """The analytic visual tokens reaching the LLM (after the point's token reduction), the
+    encoder's own count when a reduction changes it, and per LLM layer for in-LLM methods."""
+    n = enc_spec.num_tokens(point.resolution)
+    method, conf = method_of(point)
+    rec.visual_tokens = method.tokens_to_llm(conf, n, enc_spec)
+    if method.name != NONE:
+        rec.visual_tokens_encoder = n
+        rec.reduction_overhead_in = method.where
+        rec.llm_visual_tokens_per_layer = method.llm_tokens_per_layer(
+            conf, rec.visual_tokens, int(llm_spec.config["num_hidden_layers"])) or []
+
+
 def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[str, Optional[float]]:
     """FLOPs of every stage for one batch, counted on fake tensors by walking the pipeline in
     order (each stage sees the fake outputs of the ones before), plus ``ttft``: their sum.
@@ -216,7 +233,8 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
     out: Dict[str, Optional[float]] = {}
     for st in pipe.stages:
         if st.name == "prefill":
-            key = (point.llm, point.attn_implementation, st.owner, tuple(flow.embeds.shape), tuple(flow.ids.shape))
+            key = (point.llm, point.attn_implementation, st.owner, point.reduction_params, tuple(flow.embeds.shape),
+                   tuple(flow.ids.shape))
             if key in _PREFILL_FLOPS:
                 out[st.name] = _PREFILL_FLOPS[key]
                 continue
@@ -299,7 +317,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     def check(v, p, logits) -> None:
         """On the first warm-up iteration (untimed, so no separate pass is paid for): the
         visual tokens the model really produces, and finite outputs."""
-        rec.visual_tokens_measured = int(v.shape[1])
+        rec.visual_tokens_measured = int(p.shape[1])  # what reaches the LLM (after any reduction)
         _check_finite(point, visual_tokens=v, projector_output=p, logits=logits)
         if rec.visual_tokens_measured != rec.visual_tokens:
             log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
@@ -325,6 +343,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))
     rec.stages = result.stages
+    _reduction_overhead(point, vlm, rec, pixels, ids)
     rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
@@ -336,6 +355,19 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
+
+
+def _reduction_overhead(point: PointConfig, vlm, rec: Record, pixels, ids) -> None:
+    """A token reduction's own time: its ``reduce`` stage's median, or for a method inside
+    another stage its work alone, measured by the method on this point's tensors."""
+    method, conf = method_of(point)
+    if method.name == NONE:
+        return
+    if method.where == "reduce":
+        st = rec.stages.get("reduce")
+        rec.reduction_overhead_ms = st.median if st else None
+    else:
+        rec.reduction_overhead_ms = method.overhead_ms(conf, vlm, pixels, ids)
 
 
 def _extra_operands(dev: torch.device):

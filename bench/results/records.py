@@ -16,7 +16,7 @@ SCHEMA_VERSION = 2  # 2: projector, checkpoint, timing mode, backend flags, stop
 
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
-STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
+STAGES = ("preprocess", "vision_latency", "projector", "reduce", "prefill", "ttft")
 
 #: Fields that identify a sweep point; two records with equal values measure the same thing.
 #: Every knob that changes *what* is run is here: the model parts (encoder, projector, LLM,
@@ -32,6 +32,7 @@ POINT_KEYS = (
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
     "projector", "checkpoint", "checkpoint_fingerprint",
     "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
+    "reduction", "reduction_params",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -39,7 +40,7 @@ POINT_KEYS = (
 #: keep their ids (and are resumed, not re-measured, after an upgrade).
 _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_fingerprint": None,
                "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
-               "extra_work_stage": None, "extra_work_matmuls": 0}
+               "extra_work_stage": None, "extra_work_matmuls": 0, "reduction": "none", "reduction_params": None}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -80,6 +81,10 @@ class PointConfig:
     #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
     extra_work_stage: Optional[str] = None
     extra_work_matmuls: int = 0
+    #: Token reduction (bench.models.reduction): the method and its typed parameters as
+    #: canonical JSON (sorted keys); ``none``/None is today's path and leaves the id unchanged.
+    reduction: str = "none"
+    reduction_params: Optional[str] = None
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
@@ -89,7 +94,8 @@ class PointConfig:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
+        red = "" if self.reduction == "none" else f" {self.reduction}{self.reduction_params or ''}"
+        return f"{self.encoder}@{self.resolution}px+{self.llm}{red} [{self.dtype}/{self.device} b{self.batch_size}]"
 
 
 @dataclass
@@ -119,7 +125,17 @@ class Record:
     config: PointConfig
     status: str = STATUS_OK
     message: str = ""
+    #: Visual tokens that reach the LLM's input (analytic: the encoder's count, after any reduction).
     visual_tokens: Optional[int] = None
+    #: With a token reduction: the encoder's own count before it (null without one).
+    visual_tokens_encoder: Optional[int] = None
+    #: With a reduction inside the LLM (FastV): the visual tokens each LLM layer computes.
+    llm_visual_tokens_per_layer: List[int] = field(default_factory=list)
+    #: With a token reduction: the method's own time (ms) and the stage it is part of
+    #: (``reduce``: its own stage's median; ``vision_latency``/``prefill``: measured apart on the
+    #: point's tensors, its work alone, since it runs inside that stage).
+    reduction_overhead_ms: Optional[float] = None
+    reduction_overhead_in: Optional[str] = None
     #: Visual tokens counted on the real forward pass's output (not the analytical formula).
     visual_tokens_measured: Optional[int] = None
     encoder_channels: Optional[int] = None
@@ -191,7 +207,11 @@ class Record:
         row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
-                   visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
+                   visual_tokens_measured=self.visual_tokens_measured, visual_tokens_encoder=self.visual_tokens_encoder,
+                   visual_tokens_llm_mean=(sum(self.llm_visual_tokens_per_layer) / len(self.llm_visual_tokens_per_layer)
+                                           if self.llm_visual_tokens_per_layer else None),
+                   reduction_overhead_ms=self.reduction_overhead_ms, reduction_overhead_in=self.reduction_overhead_in,
+                   encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
         for stage in STAGES:
             s = self.stages.get(stage)
             row[f"{stage}_ms"] = s.median if s else None
@@ -202,7 +222,7 @@ class Record:
                 row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
             row[f"{stage}_ci_rel"] = s.ci_rel if s else None
             row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
-        for stage in ("vision_latency", "projector", "prefill", "ttft"):
+        for stage in ("vision_latency", "projector", "reduce", "prefill", "ttft"):
             fl = self.flops.get(stage)
             row[f"{stage}_gflops"] = fl / 1e9 if fl is not None else None
             s = self.stages.get(stage)
