@@ -123,10 +123,11 @@ def test_tome_merge_hand_worked():
     # unmerged A (the class token 0), then B: 1 alone, 3 = mean(20, 30, 40), 5 alone
     assert out.flatten().tolist() == [0.0, 10.0, 30.0, 50.0]
     assert size.flatten().tolist() == [1.0, 1.0, 3.0, 1.0]
-    # a second merge with sizes: 3 tokens of sizes (1, 1, 2) into one -> weighted mean
+    # sizes weight the mean: 3 tokens of sizes (1, 1, 2), A = 0, 2 and B = 1; token 2 is like 1,
+    # so 1 becomes (10 * 1 + 40 * 2) / 3 = 30 with size 3; token 0 stays
     m2 = bipartite_soft_matching(torch.tensor([[[1., 0], [0, 1], [0, 1]]]), 1)
     out2, size2 = merge_wavg(m2, torch.tensor([[[0.], [10.], [40.]]]), torch.tensor([[[1.], [1.], [2.]]]))
-    assert size2.flatten().tolist() == [2.0, 2.0] and out2.flatten().tolist() == [20.0, 10.0]
+    assert size2.flatten().tolist() == [1.0, 3.0] and out2.flatten().tolist() == [0.0, 30.0]
 
 
 def test_visionzip_select_hand_worked():
