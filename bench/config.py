@@ -62,6 +62,9 @@ class ReductionConf:
     config derives from this one and adds its typed parameters (``reduction.tokens=64`` ...)."""
 
     name: str = "none"
+    #: visual tokens to keep, the one budget every method takes (0: the method's own parameters);
+    #: ignored by ``none`` (the sweep's resolution lines use it to pick the resolution)
+    tokens: int = 0
 
 
 @dataclass

@@ -55,6 +55,16 @@ def _run(tiny, red):
     return int(flow.embeds.shape[1]), rec, flops, pipe.owners()
 
 
+_BASE: dict = {}
+
+
+def _base(tiny):
+    """The point without reduction (run once for every test)."""
+    if not _BASE:
+        _BASE["run"] = _run(tiny, None)
+    return _BASE["run"]
+
+
 CASES = {  # method -> (a setting, one that reduces more, tokens reaching the LLM at the first)
     "pool": (PoolConf(), PoolConf(tokens=4), 9),
     "random": (RandomConf(tokens=20), RandomConf(tokens=8), 20),
@@ -72,7 +82,7 @@ def test_tokens_to_llm_and_flops_fall(tiny, name):
     assert f"reduction:{name}" in owners.values()
     got_hi, _, flops_hi, _ = _run(tiny, high)
     assert got_hi <= got and flops_hi["ttft"] < flops["ttft"]
-    base = _run(tiny, None)
+    base = _base(tiny)
     assert base[1].visual_tokens == 36 and base[1].visual_tokens_encoder is None
     if name == "fastv":  # fewer tokens per layer from layer K on, fewer prefill FLOPs
         assert rec.llm_visual_tokens_per_layer == [36, 27]
@@ -81,7 +91,7 @@ def test_tokens_to_llm_and_flops_fall(tiny, name):
 
 def test_fastv_mask_saves_nothing(tiny):
     _, rec, flops, _ = _run(tiny, FastVConf(name="fastv_mask", k=1, ratio=0.75))
-    _, _, base, _ = _run(tiny, None)
+    _, _, base, _ = _base(tiny)
     assert rec.llm_visual_tokens_per_layer == [36, 36]
     assert flops["prefill"] >= base["prefill"]  # every token computed, plus the eager layer
 
@@ -163,3 +173,58 @@ def test_every_method_is_a_hydra_option():
     repo = ConfigStore.instance().repo
     assert set(REDUCTIONS.names()) <= {n[:-5] for n in repo["reduction"]}
     assert math.isclose(REDUCTIONS.get("fastv").Conf().ratio, 0.5) and REDUCTIONS.get("fastv").Conf().k == 2
+
+
+def test_budget_knob_and_sweep_resolutions():
+    from bench.app import resolution_for_tokens
+    from bench.models.reduction.visionzip import split
+
+    # one budget (reduction.tokens) for every method; VisionZip splits it as its README's 54 : 10
+    assert [split(VisionZipConf(tokens=t)) for t in (64, 128, 192)] == [(54, 10), (108, 20), (162, 30)]
+    assert REDUCTIONS.get("fastv").tokens_to_llm(FastVConf(tokens=144), 576, None) == 576
+    assert REDUCTIONS.get("fastv").llm_tokens_per_layer(FastVConf(tokens=144), 576, 24) == [576] * 2 + [144] * 22
+    # the resolution lines of sweep=token_reduction hit the same budgets
+    assert [resolution_for_tokens("fastvithd", t) for t in (64, 144, 256)] == [512, 768, 1024]
+    assert [get_encoder_spec("vit_l14").num_tokens(resolution_for_tokens("vit_l14", t)) for t in (64, 144, 256)] \
+        == [64, 144, 256]
+    for t in (64, 144, 256):  # every method lands on the budget at ViT-L/14@336
+        for name in ("pool", "random", "tome", "visionzip"):
+            conf = REDUCTIONS.get(name).Conf(name=name, tokens=t)
+            assert not validate(_cfg(conf, encoder="vit_l14", resolution=336))
+            assert REDUCTIONS.get(name).tokens_to_llm(conf, 576, get_encoder_spec("vit_l14")) == t
+
+
+def test_reduction_figures(tmp_path):
+    import pandas as pd
+
+    from bench.report import reduction_figures as R
+    from bench.report.figures import plotting
+
+    rows = [dict(encoder="fastvithd", resolution=r, reduction="none", visual_tokens=t, ttft_ms=ms,
+                 reduction_overhead_ms=None, reduction_overhead_in=None)
+            for r, t, ms in ((512, 64, 90.0), (768, 144, 160.0))]
+    rows += [dict(encoder="vit_l14", resolution=336, reduction="tome", visual_tokens=t, ttft_ms=ms,
+                  reduction_overhead_ms=3.0, reduction_overhead_in="vision_latency") for t, ms in ((64, 900.), (144, 1000.))]
+    with plotting():
+        assert R.ttft_vs_llm_tokens_figure(pd.DataFrame(rows[:2]), tmp_path) == []  # no method: no figure
+        (png, caption), = R.ttft_vs_llm_tokens_figure(pd.DataFrame(rows), tmp_path)
+        (png2, _), = R.reduction_overhead_figure(pd.DataFrame(rows), tmp_path)
+    assert png.stat().st_size > 1000 and png2.stat().st_size > 1000 and "reach the LLM" in caption
+
+
+def test_cli_reduction_records_and_refusal(tmp_path):
+    from conftest import TINY, run_cli
+
+    res = tmp_path / "results"
+    bad = run_cli([*TINY, "name=r", f"results_dir={res}", "encoder=tiny_convnext", "resolution=64",
+                   "reduction=tome"])
+    assert bad.returncode == 2 and "tome works inside ViT blocks" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = run_cli([*TINY, "name=r", f"results_dir={res}", "encoder=tiny_vit", f"resolution={RES}",
+                  "reduction=tome", "reduction.r=4", "count_flops=false", "measure_peak=false"])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    t, = [json.loads(p.read_text()) for p in (res / "r" / "records").glob("*.json")]
+    assert t["config"]["reduction"] == "tome" and json.loads(t["config"]["reduction_params"])["r"] == 4
+    assert t["visual_tokens"] == t["visual_tokens_measured"] == 28 and t["visual_tokens_encoder"] == 36
+    assert t["pipeline"]["vision_latency"] == "reduction:tome" and t["reduction_overhead_in"] == "vision_latency"
+    assert t["reduction_overhead_ms"] is not None and t["status"] == "ok"

@@ -138,7 +138,7 @@ def to_conf(conf: Any) -> ReductionConf:
 
 def point_params(conf: ReductionConf) -> Optional[str]:
     """The method's parameters as canonical JSON (sorted keys): part of the point id; None for none."""
-    if conf.name == NONE:
+    if conf.name == NONE:  # a budget without a method changes nothing: not part of the id
         return None
     return json.dumps({f.name: getattr(conf, f.name) for f in fields(conf) if f.name != "name"}, sort_keys=True)
 
@@ -170,21 +170,72 @@ def apply_reduction(pipe, vlm, point) -> None:
         method.apply(conf, pipe, vlm, point)
 
 
+def for_generation(conf: ReductionConf, vlm) -> None:
+    """Apply ``conf`` to ``vlm`` for :meth:`~bench.models.vlm.VLM.generate` (the lmms-eval
+    plugin's path): the method edits a pipeline of ``vlm`` as in a sweep; a ``reduce`` stage
+    becomes ``vlm.reduce_visual``, an encoder it wraps stays wrapped. A method that replaces
+    the prefill (FastV) expects the visual tokens first, which a chat prompt does not give:
+    refused with a one-line reason."""
+    from ..pipeline import Flow, base_pipeline
+
+    method = REDUCTIONS.get(conf.name)
+    if method.name == NONE:
+        return
+    pipe = base_pipeline(vlm)
+    method.apply(conf, pipe, vlm, None)
+    owners = pipe.owners()
+    if owners.get("prefill") == method.owner:
+        raise ValueError(f"reduction={method.name} replaces the LLM's prefill with the visual tokens first; "
+                         "generation with a text prefix before the image does not support it yet")
+    if "reduce" in owners:
+        run = pipe.get("reduce").run
+
+        def reduce_visual(vis: torch.Tensor) -> torch.Tensor:
+            f = Flow(pixels=vis, ids=vis, embeds=vis)
+            run(f)
+            return f.embeds
+
+        vlm.reduce_visual = reduce_visual
+
+
+def conf_from_args(name: str, params: dict) -> ReductionConf:
+    """A method's conf from string parameters (lmms-eval model_args), cast to the field types."""
+    method = REDUCTIONS.get(name)
+    types = {f.name: f.type for f in fields(method.Conf)}
+    out = {}
+    for key, value in params.items():
+        if key not in types:
+            raise ValueError(f"reduction={name} has no parameter {key!r}; it has: "
+                             f"{', '.join(k for k in types if k != 'name')}")
+        t = str(types[key])
+        out[key] = (str(value).lower() in ("1", "true", "yes") if "bool" in t else
+                    int(value) if "int" in t else float(value) if "float" in t else value)
+    return method.Conf(name=name, **out)
+
+
 def after_projection(pipe) -> str:
     """The stage a stage on the LLM's input goes after: tiling's ``merge`` where there is one."""
     return "merge" if "merge" in pipe.names() else "projector"
 
 
-def median_ms(fn: Callable[[], Any], device: torch.device, reps: int = 5) -> float:
-    """Median milliseconds of ``fn()`` after one untimed call (for a method's own overhead)."""
+def median_ms(fn: Callable[[], Any], device: torch.device, reps: int = 9, warmup: int = 3,
+              without: Optional[Callable[[], Any]] = None) -> float:
+    """Median milliseconds of ``fn()`` (a method's own work), after ``warmup`` untimed calls (the
+    first calls of a new kernel shape can be 100x slower on a CPU). With ``without``: the median
+    of ``fn`` less the median of ``without``, the two interleaved call by call so that a change
+    in the machine's speed falls on both."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    fn()
+    fns = [fn] + ([without] if without is not None else [])
+    for _ in range(warmup):
+        for f in fns:
+            f()
     sync()
-    out = []
+    times: List[List[float]] = [[] for _ in fns]
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t) * 1e3)
-    out.sort()
-    return out[len(out) // 2]
+        for f, out in zip(fns, times):
+            t = time.perf_counter()
+            f()
+            sync()
+            out.append((time.perf_counter() - t) * 1e3)
+    med = [sorted(t)[len(t) // 2] for t in times]
+    return med[0] - (med[1] if without is not None else 0.0)

@@ -36,11 +36,12 @@ class FastVConf(ReductionConf):
     name: str = "fastv"
     k: int = 2  # the layer after which visual tokens are dropped (FastV's K)
     ratio: float = 0.5  # the fraction of visual tokens dropped (FastV's R)
+    # tokens (from ReductionConf): > 0 keeps that many visual tokens from layer K on (replaces ratio)
 
 
-def kept(n: int, ratio: float) -> int:
-    """FastV's ATTENTION_RANK: visual tokens kept of ``n``."""
-    return int(round(n * (1 - ratio)))
+def kept(n: int, conf: "FastVConf") -> int:
+    """FastV's ATTENTION_RANK: visual tokens kept of ``n`` (``tokens``, else round(n * (1 - R)))."""
+    return conf.tokens if conf.tokens > 0 else int(round(n * (1 - conf.ratio)))
 
 
 def fastv_topk(weights: torch.Tensor, n_visual: int, keep: int, start: int = 0) -> torch.Tensor:
@@ -104,7 +105,7 @@ def fastv_prefill(vlm, visual: torch.Tensor, ids: torch.Tensor, conf: FastVConf,
     h = torch.cat([visual.to(text.dtype), text], dim=1)
     b, length, _ = h.shape
     n = visual.shape[1]
-    keep = kept(n, conf.ratio)
+    keep = kept(n, conf)
     eager_everywhere = llm.config._attn_implementation == "eager"
     cache = DynamicCache(config=llm.config)
     pos = torch.arange(length, device=h.device)[None].expand(b, length)
@@ -155,14 +156,15 @@ class FastVBase(ReductionMethod):
         if not 1 <= conf.k < layers:
             out.append(f"reduction.k must be in 1..{layers - 1} ({llm} has {layers} layers; FastV needs the "
                        f"attention weights of layer K-1), got {conf.k}")
-        if not 0 <= conf.ratio < 1 or kept(n, conf.ratio) < 1:
-            out.append(f"reduction.ratio (dropped fraction) must be in [0, 1) and keep a token of {n}, got {conf.ratio}")
+        if not 0 <= conf.ratio < 1 or not 1 <= kept(n, conf) <= n:
+            out.append(f"reduction.ratio (dropped fraction) must be in [0, 1) and reduction.tokens in 0..{n}, "
+                       f"keeping a token of {n}; got {conf.ratio} and {conf.tokens}")
         return out
 
     def llm_tokens_per_layer(self, conf: FastVConf, n: int, layers: int) -> Optional[List[int]]:
         if self.mask_only:
             return [n] * layers  # every token is still computed in every layer
-        return [n] * conf.k + [kept(n, conf.ratio)] * (layers - conf.k)
+        return [n] * conf.k + [kept(n, conf)] * (layers - conf.k)
 
     def apply(self, conf: FastVConf, pipe, vlm, point) -> None:
         def prefill(f) -> None:
@@ -179,7 +181,7 @@ class FastVBase(ReductionMethod):
         embeds = vlm.project(vlm.encode(pixels))
         fastv_prefill(vlm, embeds, ids, conf, self.mask_only, trace=trace)
         layer = vlm.llm.model.layers[trace["layer"]]
-        n, keep = embeds.shape[1], kept(embeds.shape[1], conf.ratio)
+        n, keep = embeds.shape[1], kept(embeds.shape[1], conf)
         sdpa_mask = trace["mask"] if vlm.llm.config._attn_implementation == "eager" else None
 
         def eager() -> None:
@@ -190,7 +192,7 @@ class FastVBase(ReductionMethod):
         def plain() -> None:
             _layer(layer, trace["h_in"], sdpa_mask, trace["pe"], trace["pos"], DynamicCache(config=vlm.llm.config))
 
-        return median_ms(eager, pixels.device) - median_ms(plain, pixels.device)
+        return median_ms(eager, pixels.device, without=plain)
 
 
 @register_reduction

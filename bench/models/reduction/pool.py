@@ -23,8 +23,7 @@ from .base import ReductionConf, ReductionMethod, after_projection, register_red
 
 @dataclass
 class PoolConf(ReductionConf):
-    name: str = "pool"
-    tokens: int = 0  # 0: 2x2 average pooling, stride 2; else a square number of tokens to pool to
+    name: str = "pool"  # tokens: 0 -> 2x2 average pooling, stride 2; else a square number to pool to
 
 
 def pool_grid(x: torch.Tensor, tokens: int) -> torch.Tensor:

@@ -34,8 +34,8 @@ from .vit_blocks import attention, embed, mlp_branch, vit_depth
 @dataclass
 class ToMeConf(ReductionConf):
     name: str = "tome"
-    r: int = 8  # tokens merged in every block (ToMe's constant schedule)
-    tokens: int = 0  # >0: merge N - tokens over the blocks instead of r per block
+    r: int = 8  # tokens merged in every block (ToMe's constant schedule); tokens > 0 replaces it
+    # tokens (from ReductionConf): > 0 merges N - tokens over the blocks instead of r per block
     prop_attn: bool = True  # proportional attention (ToMe's default for off-the-shelf models)
 
 

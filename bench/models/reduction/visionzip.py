@@ -38,6 +38,16 @@ class VisionZipConf(ReductionConf):
     name: str = "visionzip"
     dominant: int = 54  # kept by class-token attention, the class token included
     contextual: int = 10  # merged by similarity
+    # tokens (from ReductionConf): > 0 replaces both, split as the README's 54 : 10
+
+
+def split(conf: VisionZipConf):
+    """``(dominant, contextual)``: the conf's, or ``tokens`` split 54 : 10 (contextual =
+    round(tokens * 10 / 64)) -- which gives the paper's 108 + 20 at 128 and 162 + 30 at 192."""
+    if conf.tokens > 0:
+        contextual = max(1, round(conf.tokens * 10 / 64))
+        return conf.tokens - contextual, contextual
+    return conf.dominant, conf.contextual
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -81,11 +91,12 @@ class VisionZipEncoder(nn.Module):
 
     def __init__(self, encoder, conf: VisionZipConf):
         super().__init__()
-        self.inner, self.spec, self.conf = encoder, encoder.spec, conf
+        self.inner, self.spec = encoder, encoder.spec
+        self.dominant, self.contextual = split(conf)
         self.trace: Optional[list] = None
 
     def num_tokens(self, resolution=None) -> int:
-        return self.conf.dominant + self.conf.contextual
+        return self.dominant + self.contextual
 
     def last_block(self, x: torch.Tensor, weights: bool = True):
         blk = self.inner.backbone.blocks[-1]
@@ -101,7 +112,7 @@ class VisionZipEncoder(nn.Module):
         if self.trace is not None:
             self.trace.append(x)
         hidden, k, w = self.last_block(x)
-        return visionzip_select(hidden, w, k.mean(1), self.conf.dominant, self.conf.contextual)
+        return visionzip_select(hidden, w, k.mean(1), self.dominant, self.contextual)
 
 
 @register_reduction
@@ -112,15 +123,14 @@ class VisionZip(ReductionMethod):
     needs = "vit_cls"
 
     def param_problems(self, conf: VisionZipConf, n: int, spec, llm: str) -> List[str]:
-        if conf.dominant < 1 or conf.contextual < 1 or conf.dominant + conf.contextual > n:
+        dominant, contextual = split(conf)
+        if dominant < 1 or contextual < 1 or dominant + contextual > n:
             return [f"reduction.dominant (>= 1, the class token included) and reduction.contextual (>= 1) "
-                    f"must add up to at most {spec.name}'s {n} tokens, got {conf.dominant} + {conf.contextual}"]
-        if n + 1 - conf.dominant < conf.contextual:
-            return [f"reduction.contextual={conf.contextual} is more than the {n + 1 - conf.dominant} tokens left"]
+                    f"must add up to at most {spec.name}'s {n} tokens, got {dominant} + {contextual}"]
         return []
 
     def tokens_to_llm(self, conf: VisionZipConf, n: int, spec) -> int:
-        return conf.dominant + conf.contextual
+        return sum(split(conf))
 
     def apply(self, conf: VisionZipConf, pipe, vlm, point) -> None:
         vlm.encoder = VisionZipEncoder(vlm.encoder, conf)  # this point's own encoder (never kept)
@@ -140,6 +150,6 @@ class VisionZip(ReductionMethod):
 
         def method() -> None:
             hidden, k, w = enc.last_block(x, weights=True)
-            visionzip_select(hidden, w, k.mean(1), conf.dominant, conf.contextual)
+            visionzip_select(hidden, w, k.mean(1), enc.dominant, enc.contextual)
 
-        return median_ms(method, pixels.device) - median_ms(lambda: enc.last_block(x, weights=False), pixels.device)
+        return median_ms(method, pixels.device, without=lambda: enc.last_block(x, weights=False))
