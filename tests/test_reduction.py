@@ -228,3 +228,24 @@ def test_cli_reduction_records_and_refusal(tmp_path):
     assert t["visual_tokens"] == t["visual_tokens_measured"] == 28 and t["visual_tokens_encoder"] == 36
     assert t["pipeline"]["vision_latency"] == "reduction:tome" and t["reduction_overhead_in"] == "vision_latency"
     assert t["reduction_overhead_ms"] is not None and t["status"] == "ok"
+
+
+def test_lmms_plugin_takes_the_knob(tmp_path):
+    from PIL import Image
+
+    from bench.accuracy.lmms_plugin import FastVLMBench
+    from helpers_checkpoint import word_level_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    word_level_tokenizer(["what", "color", "red", "?"]).save_pretrained(tok_dir)
+    args = dict(encoder="tiny_vit", llm="qwen2_tiny", resolution=str(RES), tokenizer=str(tok_dir), device="cpu",
+                dtype="fp32", timings_out=str(tmp_path / "t.json"))
+    m = FastVLMBench(reduction="pool", **{"reduction.tokens": "16"}, **args)
+    m._respond("what color ?", {"max_new_tokens": 2}, [Image.new("RGB", (RES, RES), (200, 0, 0))], "t", 0)
+    sample = m.samples[-1]
+    assert sample["visual_tokens"] == 16 and sample["reduce_ms"] > 0
+    assert m.timings_summary()["reduction_params"] == '{"tokens": 16}'
+    with pytest.raises(ValueError, match="replaces the LLM's prefill"):
+        FastVLMBench(reduction="fastv", **{"reduction.k": "1"}, **args)
+    with pytest.raises(ValueError, match="works inside ViT blocks"):
+        FastVLMBench(**{**args, "encoder": "tiny_convnext", "resolution": "64"}, reduction="tome")
