@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from typing import Any, Callable, List, Optional
 
 import torch
