@@ -50,6 +50,8 @@ class ReductionMethod:
                  ) -> List[str]:
         from ..encoders import get_encoder_spec
 
+        if self.name == NONE:
+            return []
         out: List[str] = []
         spec = get_encoder_spec(encoder)
         if self.needs in ("vit", "vit_cls") and spec.kind != "vit":
@@ -58,9 +60,12 @@ class ReductionMethod:
         elif self.needs == "vit_cls" and spec.prefix_tokens != 1:
             out.append(f"reduction={self.name} needs a class token's attention; {encoder} has none "
                        f"(it can take: {', '.join(vit_encoders(True))})")
+        if llm == "none" and self.where != "vision_latency":
+            out.append(f"reduction={self.name} works on the LLM's input; llm=none (encoder only) has none "
+                       f"(encoder-only points take: {', '.join(n for n in REDUCTIONS.names() if REDUCTIONS.get(n).where == 'vision_latency')})")
         if compile and not self.compiles:
             out.append(f"reduction={self.name} cannot run under torch.compile (compile=true): {self.why_no_compile}")
-        if not out:
+        if not out and (llm != "none" or self.where == "vision_latency"):
             try:
                 n = spec.num_tokens(resolution)
             except ValueError:
