@@ -10,7 +10,7 @@ import torch
 
 from bench.config import BenchConfig, ConfigError, EncoderConf, LLMConf, validate
 from bench.measure.scenario import _count_stage_flops, _visual_tokens, resolve_point
-from bench.models import build_vlm, get_encoder_spec, get_llm_spec
+from bench.models import build_vlm, get_encoder_spec
 from bench.models.pipeline import Flow, build_pipeline
 from bench.models.reduction import REDUCTIONS, point_params
 from bench.models.reduction.fastv import FastVConf, fastv_topk
@@ -46,7 +46,7 @@ def _run(tiny, red):
     validate(cfg)
     point = resolve_point(cfg)
     rec = Record(sweep="t", config=point)
-    _visual_tokens(point, rec, get_encoder_spec("tiny_vit"), get_llm_spec("qwen2_tiny"))
+    _visual_tokens(point, rec, get_encoder_spec("tiny_vit"))
     pipe = build_pipeline(vlm, point)
     with torch.inference_mode():
         flow = pipe(Flow(pixels, ids))
@@ -120,6 +120,11 @@ def test_refusals_are_one_line():
         validate(_cfg(FastVConf(k=1), compile=True))
     with pytest.raises(ConfigError, match="reduction.k must be in 1..1"):
         validate(_cfg(FastVConf()))  # K=2 on a 2-layer LLM
+    # encoder-only points (llm=none): methods inside the encoder only
+    only = dict(llm=LLMConf("none"))
+    with pytest.raises(ConfigError, match="pool works on the LLM's input; llm=none"):
+        validate(BenchConfig(encoder=EncoderConf("tiny_vit"), resolution=RES, device="cpu", reduction=PoolConf(), **only))
+    validate(BenchConfig(encoder=EncoderConf("tiny_vit"), resolution=RES, device="cpu", reduction=ToMeConf(r=4), **only))
 
 
 def test_tome_merge_hand_worked():
