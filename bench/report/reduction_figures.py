@@ -21,9 +21,13 @@ SECTION = "Token reduction: resolution scaling against pruning"
 
 
 def _with_reduction(ok: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a results set with some token reduction, with ``llm_tokens``: the visual tokens
+    the LLM computes, its layers' mean for a method inside the LLM (FastV), else its input's."""
     if "reduction" not in ok.columns or not (ok["reduction"].fillna("none") != "none").any():
         return ok.iloc[0:0]
-    return ok.assign(reduction=ok["reduction"].fillna("none"))
+    mean = ok["visual_tokens_llm_mean"] if "visual_tokens_llm_mean" in ok.columns else None
+    llm_tokens = ok["visual_tokens"] if mean is None else mean.fillna(ok["visual_tokens"])
+    return ok.assign(reduction=ok["reduction"].fillna("none"), llm_tokens=llm_tokens)
 
 
 def line_label(encoder: str, reduction: str) -> str:
@@ -33,16 +37,16 @@ def line_label(encoder: str, reduction: str) -> str:
 def ttft_vs_llm_tokens(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_vs_llm_tokens") -> Path:
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for (enc, red), g in ok.groupby(["encoder", "reduction"], sort=True):
-        g = g.sort_values("visual_tokens")
+        g = g.sort_values("llm_tokens")
         style = "-" if red == "none" else "--"
         marker = "o" if red == "none" else "s"
-        ax.plot(g["visual_tokens"], g["ttft_ms"], style, marker=marker, label=line_label(enc, red))
+        ax.plot(g["llm_tokens"], g["ttft_ms"], style, marker=marker, label=line_label(enc, red))
         if red == "none":
-            for x, y, r in zip(g["visual_tokens"], g["ttft_ms"], g["resolution"]):
+            for x, y, r in zip(g["llm_tokens"], g["ttft_ms"], g["resolution"]):
                 ax.annotate(f"{int(r)}px", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     F._log_axis(ax, "x", time=False)
     F._log_axis(ax, "y")
-    ax.set_xlabel("visual tokens reaching the LLM (count, log scale)")
+    ax.set_xlabel("visual tokens reaching the LLM (FastV: mean over its layers; count, log scale)")
     ax.set_ylabel("TTFT (ms, median, log scale)")
     ax.set_title("TTFT vs visual tokens reaching the LLM")
     ax.legend(fontsize=7.5, loc="best")
@@ -70,7 +74,9 @@ def ttft_vs_llm_tokens_figure(ok: pd.DataFrame, fig_dir: Path) -> List[F.Caption
     return [(ttft_vs_llm_tokens(ok, fig_dir),
              "TTFT (ms) against the visual tokens that reach the LLM: solid lines are encoders scaled by "
              "input resolution (no reduction), dashed lines token-reduction methods at their budgets. "
-             "For FastV the x value is the LLM's input (its layers from K on see fewer).")]
+             "For FastV and its mask-only variant the x value is the mean over the LLM's layers of the visual "
+             "tokens each computes (FastV: all of them up to layer K, the kept ones after; the mask-only "
+             "variant computes all in every layer).")]
 
 
 @F.register_figure(SECTION)
