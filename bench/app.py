@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, register_configs, sweeps_dir
 from .measure.callbacks import in_grid, to_bench_config
-from .measure.runner import PointInterrupted, fail, run_point
+from .measure.interrupt import PointInterrupted, exit_status
+from .measure.runner import fail, run_point
 from .results.io import ResultsWriteError
 
 SWEEPS_DIR = str(sweeps_dir())  # the checkout's sweeps/, or the copy bundled in the wheel
@@ -54,7 +55,8 @@ OmegaConf.register_new_resolver("fvb_resolution", resolution_for_tokens, replace
 #: sends :func:`run` to the workers by value, with the globals it reads as the driver had them.
 _DRIVER_PID = None
 
-#: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
+#: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15); SIGINT
+#: and SIGHUP likewise 130 and 129 (bench.measure.interrupt.exit_status).
 EXIT_SIGTERM = 143
 
 
@@ -71,7 +73,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
             raise
         # Hydra's launcher catches an Exception from a job and goes on to the next point: a
         # `kill`, `timeout` or cancelled CI job would be ignored for the rest of the sweep.
-        fail(f"{exc}; the points finished before it are kept", EXIT_SIGTERM)
+        fail(f"{exc}; the points finished before it are kept", exit_status(exc.signum))
     return {}  # unreachable: fail() exits
 
 

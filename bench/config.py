@@ -114,8 +114,11 @@ class TimingConf:
         if self.turn_seconds <= 0 or self.turn_blocks < 0:
             out.append(f"timing.turn_seconds must be positive and timing.turn_blocks >= 0, got "
                        f"{self.turn_seconds} and {self.turn_blocks}")
-        if self.target <= 0 or not 0 < self.confidence < 1:
-            out.append("timing.target must be > 0 and timing.confidence in (0, 1)")
+        if not 0 < self.target < 1 or not 0 < self.confidence < 1:
+            out.append(f"timing.target must be in (0, 1) and timing.confidence in (0, 1), got {self.target} and "
+                       f"{self.confidence}: values are fractions (0.05 = 5 %)")
+        if self.stable_tol >= 1:
+            out.append(f"timing.stable_tol must be below 1, got {self.stable_tol}: values are fractions (0.05 = 5 %)")
         if self.mode not in [m.value for m in TimingMode]:  # OmegaConf checks it; a TimingConf made in code may not
             out.append(f"timing.mode must be pipelined or isolated, got {str(self.mode)!r}")
         return out
@@ -219,6 +222,24 @@ def validate(cfg: BenchConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def unusual(cfg: BenchConfig) -> List[str]:
+    """Legal values that are probably mistakes (a percent written as a fraction's place, a check
+    made blind); the runner logs each as a warning."""
+    out = []
+    t = cfg.timing
+    if t.target > 0.25:
+        out.append(f"timing.target={t.target:g} asks for a median known to +-{t.target * 100:g} %: values are "
+                   "fractions (0.05 = 5 %)")
+    if t.stable_tol > 0.5:
+        out.append(f"timing.stable_tol={t.stable_tol:g} ends the warm-up on any change up to {t.stable_tol * 100:g} %: "
+                   "values are fractions (0.05 = 5 %)")
+    if 0 < t.confidence < 0.8:
+        out.append(f"timing.confidence={t.confidence:g}: intervals at {t.confidence * 100:g} % (0.95 = 95 %)")
+    if 0 < cfg.memory_headroom < 1:
+        out.append(f"memory_headroom={cfg.memory_headroom:g} lets through points that need more memory than is free")
+    return out
+
+
 def register_configs() -> None:
     """Put the structured configs into Hydra's ConfigStore; called by :func:`bench.app.main`.
 
@@ -242,6 +263,10 @@ def register_configs() -> None:
         cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
+    # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above
+    from .analysis.claims import register_claim_points
+
+    register_claim_points()
 
 
 # ---- where the package's files are ---------------------------------------------------------

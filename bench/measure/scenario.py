@@ -26,7 +26,7 @@ from ..models.reduction import NONE, method_of, point_params
 from ..models.reduction.base import to_conf
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .runner import PointInterrupted
+from .interrupt import PointInterrupted
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
@@ -183,7 +183,8 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         others = OtherCpuUse() if dev.type == "cpu" else None
         vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom, keep_llm=True)
+                              memory_headroom=cfg.memory_headroom, keep_llm=True,
+                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
             rec.device_info["before"] = others.read()
             warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
@@ -200,7 +201,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
-        if isinstance(exc, PointInterrupted):  # SIGTERM (runner._interrupt_on_sigterm): the point ends here
+        if isinstance(exc, PointInterrupted):  # a signal (bench.measure.interrupt): the point ends here
             raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
@@ -370,6 +371,9 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     rec.iteration_probes = result.probes
     rec.disturbed_iterations = disturbed_iterations(result.probes)
     rec.turns_taken = turns.taken_by_others - taken_before if turns.path else None
+    if rec.turns_taken == 0:  # nobody took a turn: a run alone, not interleaved (compare will not pair it)
+        log.warning("timing.turns: no other process took a turn while %s was measured: it ran alone, not "
+                    "interleaved (turns_taken: 0)", point.label())
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb
     if energy is not None:
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch

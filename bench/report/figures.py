@@ -170,8 +170,11 @@ def _frontier_line(ax, df: pd.DataFrame, x: str, color: str, style: str, label: 
 
 
 def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: str,
-                  out_dir: Path, name: str, note: str = "") -> Path:
+                  out_dir: Path, name: str, note: str = "", measured_label: str = "measured here") -> Path:
     """Accuracy (%) against ``x`` (log axis) with Pareto frontiers for both layers.
+
+    ``measured_label`` names the first layer in the legend: ``measured here``, or what exactly
+    was measured when only the latency was (paper accuracy joined with measured latency).
 
     ``measured`` and ``paper`` need columns ``x``, ``accuracy`` and ``label``. The two layers
     get separate frontiers: they were timed on different machines.
@@ -185,7 +188,7 @@ def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: st
         _frontier_line(ax, paper, x, PAPER_COLOR, "--", "paper-reported frontier")
     if len(measured):
         ax.scatter(measured[x], measured["accuracy"], marker="o", s=42, color=MEASURED_COLOR,
-                   edgecolors="white", linewidths=0.6, label="measured here", zorder=3)
+                   edgecolors="white", linewidths=0.6, label=measured_label, zorder=3)
         _frontier_line(ax, measured, x, MEASURED_COLOR, "-", "measured frontier")
     if len(measured) or len(paper):
         _log_axis(ax, "x", time=x.endswith("_ms"))

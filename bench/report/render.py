@@ -216,7 +216,17 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                         f"accuracy row(s) in {', '.join(map(str, accuracy_files))} matches a measured "
                         "(status ok) encoder/resolution/llm.")
 
-    # -------- accuracy vs x
+    # -------- 1. what the user measured, first
+    sections.append(_headline_section(ok))
+    # -------- 2. the paper's claims, when this folder measured any of them
+    claims = _claims_section(df, sweep)
+    if claims is not None:
+        sections.append(claims)
+    # -------- 3. paper accuracy x latency measured here, exactly matching configurations
+    if include_paper:
+        sections.append(_paper_accuracy_measured_latency_section(ok, benchmarks, atitle, x, fig_dir))
+
+    # -------- accuracy vs x: plots with measured accuracy here, paper-only plots last
     paper_pts = paper_vlm_points() if include_paper else pd.DataFrame()
     paper_acc = paper_accuracy_long() if include_paper else empty_accuracy()
     paper_acc = paper_acc[paper_acc["origin"].str.contains("Table 6")] if include_paper else paper_acc
@@ -225,10 +235,16 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                               for _, r in paper_pts.iterrows()]
     measured_bench = sorted(set(joined["benchmark"])) if has_accuracy else []
     plot_bench = list(benchmarks) + [b for b in measured_bench if b not in benchmarks]
-    sec = Section("Accuracy vs " + F.X_LABELS[x].split(" (")[0],
-                  text=("Pareto frontier: a point is on it when no other point of the same layer is both "
-                        "faster (or equal) and at least as accurate. Measured points and paper-reported "
-                        f"points get separate frontiers: the paper timed on another machine ({PAPER_DEVICE})."))
+    frontier_text = ("Pareto frontier: a point is on it when no other point of the same layer is both "
+                     "faster (or equal) and at least as accurate. Measured points and paper-reported "
+                     f"points get separate frontiers: the paper timed on another machine ({PAPER_DEVICE}).")
+    xname = F.X_LABELS[x].split(" (")[0]
+    sec = Section("Accuracy vs " + xname + " (accuracy measured or imported for your configurations)",
+                  text=frontier_text)
+    paper_sec = Section(f"Paper-reported only: accuracy vs {xname} ({PAPER_DEVICE})",
+                        text="Configurations and timings copied from the FastVLM paper, none of them measured "
+                             "here; plots of a benchmark without measured accuracy show only this layer. "
+                             + frontier_text)
     avg_measured = avg_accuracy(acc[acc["source"] != SOURCE_PAPER] if len(acc) else acc, benchmarks)
     avg_paper = avg_accuracy(paper_acc, benchmarks) if include_paper else avg_accuracy(empty_accuracy())
     entries = [(alabel, atitle)] + [(b, b) for b in plot_bench]
@@ -252,30 +268,32 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
             pj = pj.dropna(subset=[x])
             pj["on_frontier"] = pareto_front(pj, x=x, y="accuracy")
         note = "" if len(mj) else "No measured accuracy for this benchmark: only paper-reported points are shown."
+        target = sec if len(mj) else paper_sec
         png = F.accuracy_vs_x(mj if len(mj) else pd.DataFrame(columns=["label", x, "accuracy"]),
-                              pj, x, f"{title}: accuracy vs {F.X_LABELS[x].split(' (')[0]}", fig_dir,
+                              pj, x, f"{title}: accuracy vs {xname}", fig_dir,
                               f"accuracy_{bench.replace('(', '_').replace(')', '').replace(',', '_')}_vs_{x}",
                               note=note)
-        sec.figures.append((png, f"{title} accuracy (%) vs {F.X_LABELS[x]}."))
+        target.figures.append((png, f"{title} accuracy (%) vs {F.X_LABELS[x]}."))
         if len(mj):
             sec.tables.append((f"{title}: measured points (efficiency measured here, accuracy from its source)",
                                mj[_cols(mj, ["label", x, "accuracy", "on_frontier", "source", "origin"])]))
         if len(pj):
-            sec.tables.append((f"{title}: paper-reported points ({PAPER_DEVICE})",
-                               pj[_cols(pj, ["label", "method", "data_pt_it_m", x, "accuracy", "on_frontier",
-                                             "source"])]))
+            target.tables.append((f"{title}: paper-reported points ({PAPER_DEVICE})",
+                                  pj[_cols(pj, ["label", "method", "data_pt_it_m", x, "accuracy", "on_frontier",
+                                                "source"])]))
     avg_tab = pd.concat([avg_measured, avg_paper], ignore_index=True)
     if len(avg_tab):
-        sec.tables.append((f"{alabel} per configuration (missing = benchmarks absent, no average computed)",
-                           avg_tab[["encoder", "resolution", "llm", "source", "origin", "accuracy",
-                                    "n_benchmarks", "missing"]]))
+        (sec if len(avg_measured) else paper_sec).tables.append(
+            (f"{alabel} per configuration (missing = benchmarks absent, no average computed)",
+             avg_tab[["encoder", "resolution", "llm", "source", "origin", "accuracy", "n_benchmarks", "missing"]]))
     if len(um_res) and len(acc):
         sec.tables.append(("Measured configurations without accuracy",
                            um_res[_cols(um_res, ["label", "encoder", "resolution", "llm"])].drop_duplicates()))
     if len(um_acc):
         sec.tables.append(("Accuracy rows without a measured configuration",
                            um_acc[["encoder", "resolution", "llm", "benchmark", "accuracy", "source", "origin"]]))
-    sections.append(sec)
+    if sec.figures or sec.tables:
+        sections.append(sec)
 
     # -------- vision latency vs resolution
     sec = Section("Vision-encoder latency vs resolution",
@@ -368,8 +386,86 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     sec.tables.append(("Points with status error or skipped",
                        bad[_cols(bad, ["label", "status", "message", "point_id"])]))
     sections.append(sec)
+    if paper_sec.figures or paper_sec.tables:
+        sections.append(paper_sec)  # paper-only plots come last
 
     return _write(out_dir, sweep, results_dir, accuracy_files, sections, warnings, x, benchmarks)
+
+
+# ----------------------------------------------------------------------------- the opening sections
+HEADLINE_TITLE = "Headline: measured here"
+CLAIMS_TITLE = "Paper claims measured here"
+JOINED_TITLE = "Accuracy (paper-reported) vs latency (measured here)"
+JOINED_LABEL = "accuracy: paper-reported; latency: measured here"
+
+
+def _headline_section(ok: pd.DataFrame) -> Section:
+    from ..analysis.headline import BUDGET_EDGES, headline_table
+
+    sec = Section(HEADLINE_TITLE, text=(
+        "Your own measurements, on this machine: per token budget (upper edges "
+        f"{', '.join(map(str, BUDGET_EDGES))} visual tokens, the paper's counts), the fastest configuration by "
+        "median TTFT (vision-encoder latency for encoder-only points), and its speed-up over the fastest ViT and "
+        "the fastest ConvNeXt of the same budget, LLM, device and dtype: ratio of medians with its 95 % "
+        "hierarchical-bootstrap interval. Blank: that budget has no such baseline."))
+    sec.tables.append(("Fastest configuration per token budget (measured here)", headline_table(ok)))
+    return sec
+
+
+def _claims_section(df: pd.DataFrame, sweep: str) -> Optional[Section]:
+    """The claims table (:mod:`bench.analysis.claims`) when at least one claim was measured in
+    this folder, or the folder is a ``paper_claims`` sweep (then every skip and its reason)."""
+    from ..analysis.claims import PAPER_SETUP, display_table, evaluate, load_claims
+
+    claims = load_claims()
+    if sweep != "paper_claims":  # cheap first: does any ok row measure one side of a claim?
+        have = set(zip(df.loc[df["status"] == "ok", "encoder"].astype(str),
+                       pd.to_numeric(df.loc[df["status"] == "ok", "resolution"], errors="coerce"),
+                       df.loc[df["status"] == "ok", "llm"].astype(str))) if len(df) else set()
+        if not any((s.encoder, s.resolution, s.llm) in have for c in claims for s in (c.fast, c.baseline)):
+            return None
+    # why a claim could not be measured needs the model registries (torch, timm): consulted when
+    # they are loaded anyway (the report at the end of a sweep) or the folder is a paper_claims one
+    import sys
+
+    rows = pd.DataFrame(evaluate(claims, df, explain=sweep == "paper_claims" or "bench.models" in sys.modules))
+    if not len(rows) or not ((rows["status"] == "measured").any() or sweep == "paper_claims"):
+        return None
+    sec = Section(CLAIMS_TITLE, text=(
+        f"The FastVLM paper's headline comparisons: the paper's ratio ({PAPER_SETUP}: never measured here) "
+        "beside the ratio measured here (baseline / FastVLM medians, 95 % hierarchical-bootstrap interval). "
+        "'direction holds here': yes when the interval lies above 1, no when below, unclear when it holds 1. "
+        "The same table: fastvlm-bench claims RESULTS_DIR (claims.md, claims.json)."))
+    sec.tables.append((f"{int((rows['status'] == 'measured').sum())} of {len(rows)} claims measured",
+                       display_table(rows)))
+    return sec
+
+
+def _paper_accuracy_measured_latency_section(ok: pd.DataFrame, benchmarks, atitle: str, x: str,
+                                             fig_dir: Path) -> Section:
+    from ..analysis.join import paper_accuracy_measured_latency
+
+    sec = Section(JOINED_TITLE, text=(
+        f"{JOINED_LABEL}. The paper's accuracy ({atitle}) for configurations measured here that match a paper "
+        "configuration exactly: same encoder, resolution, tiling and LLM (the paper lists some several times, "
+        "trained on different data: one point each). Placeholder weights time the same computation as the "
+        "trained model; the accuracy is the paper's trained model's."))
+    j = paper_accuracy_measured_latency(ok, benchmarks)
+    if len(j):
+        j = j.dropna(subset=[x]).copy() if x in j.columns else j.iloc[0:0]
+    if not len(j):
+        sec.text += (" None of the measured configurations matches one: e.g. fastvithd@1024+qwen2_0.5b "
+                     "(Table 6 R3-R5) or fastvithd@768+qwen2_1.5b (R7, R8) would.")
+        return sec
+    j["label"] = [f"{r['paper_row'].replace('Table 6 ', '')} {r['label']}" for _, r in j.iterrows()]
+    j["on_frontier"] = pareto_front(j, x=x, y="accuracy")
+    png = F.accuracy_vs_x(j, pd.DataFrame(columns=["label", x, "accuracy"]), x,
+                          f"{atitle}\n{JOINED_LABEL}", fig_dir, f"pareto_paper_accuracy_measured_{x}",
+                          measured_label=JOINED_LABEL)
+    sec.figures.append((png, f"{JOINED_LABEL}: {atitle} (%) vs {F.X_LABELS[x]}."))
+    sec.tables.append((f"{JOINED_LABEL} (exactly matching configurations)",
+                       j[_cols(j, ["label", "paper_row", "tiling", x, "accuracy", "on_frontier"])]))
+    return sec
 
 
 # ----------------------------------------------------------------------------- output

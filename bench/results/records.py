@@ -203,7 +203,8 @@ class Record:
     def from_dict(cls, d: Dict[str, Any]) -> "Record":
         d = dict(d)
         d["config"] = PointConfig(**d["config"])
-        d["stages"] = {k: StageStats(**v) for k, v in (d.get("stages") or {}).items()}
+        # a null stage was not measured (encoder-only points have no ttft): absent, never zero
+        d["stages"] = {k: StageStats(**v) for k, v in (d.get("stages") or {}).items() if v is not None}
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
