@@ -254,3 +254,22 @@ def test_lmms_plugin_takes_the_knob(tmp_path):
         FastVLMBench(reduction="fastv", **{"reduction.k": "1"}, **args)
     with pytest.raises(ValueError, match="works inside ViT blocks"):
         FastVLMBench(**{**args, "encoder": "tiny_convnext", "resolution": "64"}, reduction="tome")
+
+
+def test_token_reduction_claims_match_their_rows():
+    import pandas as pd
+
+    from bench.analysis.claims import _rows, load_claims, sweep_points
+    from bench.config import register_configs
+
+    register_configs()  # the model groups the claims' points are checked against
+    claims = load_claims("bench/data/claims/token_reduction.yaml")
+    assert {c.baseline.reduction for c in claims} == set(REDUCTIONS.names()) - {"none"}
+    points, left_out = sweep_points(claims)
+    assert not left_out and "vit_l14_336_tome144_qwen2_0.5b" in points
+    df = pd.DataFrame([dict(encoder="vit_l14", resolution=336, llm="qwen2_0.5b", reduction=r, reduction_params=p)
+                       for r, p in (("none", None), ("tome", '{"tokens": 144}'), ("tome", '{"tokens": 64}'))])
+    tome = next(c for c in claims if c.baseline.reduction == "tome").baseline
+    assert _rows(df, tome)["reduction_params"].tolist() == ['{"tokens": 144}']
+    plain = type(tome)("vit_l14", 336, "qwen2_0.5b")
+    assert _rows(df, plain)["reduction"].tolist() == ["none"]
