@@ -65,6 +65,17 @@ class TilingConf:
 
 
 @dataclass
+class ReductionConf:
+    """``reduction=NAME``: a token-reduction method (``bench.models.reduction``); each method's
+    config derives from this one and adds its typed parameters (``reduction.tokens=64`` ...)."""
+
+    name: str = "none"
+    #: visual tokens to keep, the one budget every method takes (0: the method's own parameters);
+    #: ignored by ``none`` (the sweep's resolution lines use it to pick the resolution)
+    tokens: int = 0
+
+
+@dataclass
 class TimingConf:
     """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
@@ -157,6 +168,7 @@ class BenchConfig:
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
+    reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
     count_flops: bool = True
     measure_peak: bool = True  # measure the device's matmul peak once (roofline)
     results_dir: str = "results"
@@ -229,6 +241,14 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
         if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept):
             problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
                             "the image is centre-cropped to resolution x resolution, whatever its shape")
+    if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
+        problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
+                        "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
+    if not problems and cfg.encoder.name in ENCODERS:
+        from .models.reduction.base import check_reduction, to_conf
+
+        problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
+                                    bool(cfg.compile))
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -270,6 +290,10 @@ def register_configs() -> None:
         cs.store(group="llm", name=name, node=LLMConf(name=name))
     for name in TILINGS.names():
         cs.store(group="tiling", name=name, node=TilingConf(name=name))
+    from .models.reduction import REDUCTIONS
+
+    for name in REDUCTIONS.names():  # one option per method, its typed parameters as the node
+        cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
     # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above

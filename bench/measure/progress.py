@@ -88,7 +88,9 @@ class ProgressCallback(Callback):
         tiling = config.get("tiling") or {}
         tiled = tiling.get("name", "none") != "none"
         size = config.get("image_size") if tiled and config.get("image_size") else f"{config.resolution}"
-        point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''} + {config.llm.name}"
+        red = config.get("reduction") if hasattr(config, "get") else getattr(config, "reduction", None)
+        red = (f" {red.name}->{red.get('tokens', 0) or ''}" if red is not None and red.get("name", "none") != "none" else "")
+        point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''}{red} + {config.llm.name}"
         print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
               f"{eta}", file=sys.stderr, flush=True)
 

@@ -23,6 +23,8 @@ from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm,
 from ..models.llms import NO_LLM
 from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target_stage
 from ..models.tiling import plan_for, source_image
+from ..models.reduction import NONE, method_of, point_params
+from ..models.reduction.base import to_conf
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .interrupt import PointInterrupted
@@ -98,6 +100,7 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     if encoder_only and cfg.checkpoint:
         raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
+    reduction = to_conf(cfg.reduction)
     # Encoder only: the LLM-side knobs (projector, prompt, attention) change nothing that runs,
     # so they are null in the point (and its id), not the values of parts that were never built.
     resolution, tiling, tile_size, image_size = resolve_image(cfg)
@@ -114,7 +117,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
                        extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
-                       tiling=tiling, tile_size=tile_size, image_size=image_size)
+                       tiling=tiling, tile_size=tile_size, image_size=image_size,
+                       reduction=reduction.name, reduction_params=point_params(reduction))
 
 
 def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:
@@ -185,8 +189,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     rec.encoder_channels = enc_spec.channels
     rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
     try:
-        plan = plan_for(point)
-        rec.visual_tokens = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
+        _visual_tokens(point, rec, enc_spec)
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
@@ -244,6 +247,21 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
+def _visual_tokens(point: PointConfig, rec: Record, enc_spec) -> None:
+    """The analytic visual tokens reaching the LLM (after the point's token reduction), the
+    encoder's own count when a reduction changes it, and per LLM layer for in-LLM methods."""
+    plan = plan_for(point)  # a tiling mode's count: tiles, base image, unpad and newline tokens
+    n = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
+    method, conf = method_of(point)
+    rec.visual_tokens = method.tokens_to_llm(conf, n, enc_spec)
+    if method.name != NONE:
+        rec.visual_tokens_encoder = n
+        rec.reduction_overhead_in = method.where
+        if point.llm != NO_LLM:
+            layers = int(get_llm_spec(point.llm).config["num_hidden_layers"])
+            rec.llm_visual_tokens_per_layer = method.llm_tokens_per_layer(conf, rec.visual_tokens, layers) or []
+
+
 def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[str, Optional[float]]:
     """FLOPs of every stage for one batch, counted on fake tensors by walking the pipeline in
     order (each stage sees the fake outputs of the ones before), plus ``ttft``: their sum.
@@ -255,7 +273,8 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
     out: Dict[str, Optional[float]] = {}
     for st in pipe.stages:
         if st.name == "prefill":
-            key = (point.llm, point.attn_implementation, st.owner, tuple(flow.embeds.shape), tuple(flow.ids.shape))
+            key = (point.llm, point.attn_implementation, st.owner, point.reduction_params, tuple(flow.embeds.shape),
+                   tuple(flow.ids.shape))
             if key in _PREFILL_FLOPS:
                 out[st.name] = _PREFILL_FLOPS[key]
                 continue
@@ -374,6 +393,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))
     rec.stages = result.stages
+    _reduction_overhead(point, vlm, rec, pixels, ids)
     rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
@@ -388,6 +408,19 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
+
+
+def _reduction_overhead(point: PointConfig, vlm, rec: Record, pixels, ids) -> None:
+    """A token reduction's own time: its ``reduce`` stage's median, or for a method inside
+    another stage its work alone, measured by the method on this point's tensors."""
+    method, conf = method_of(point)
+    if method.name == NONE:
+        return
+    if method.where == "reduce":
+        st = rec.stages.get("reduce")
+        rec.reduction_overhead_ms = st.median if st else None
+    else:
+        rec.reduction_overhead_ms = method.overhead_ms(conf, vlm, pixels, ids)
 
 
 def _extra_operands(dev: torch.device):

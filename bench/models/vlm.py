@@ -85,6 +85,8 @@ class VLM(nn.Module):
         self.projector = projector
         self.llm = llm
         self.encoder_name, self.llm_name, self.resolution = encoder_name, llm_name, resolution
+        #: a token reduction's own stage for :meth:`generate` (``bench.models.reduction.base.for_generation``)
+        self.reduce_visual: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def encoder_only(self) -> bool:
@@ -166,6 +168,9 @@ class VLM(nn.Module):
             feats = self.encode(pixels)
         with stage("projector"):
             vis = self.project(feats)
+        if self.reduce_visual is not None:
+            with stage("reduce"):
+                vis = self.reduce_visual(vis)
         with stage("prefill"):
             out = self._llm_prefill(torch.cat([emb(prefix_ids), vis.to(self.dtype), emb(suffix_ids)], dim=1))
             nxt = out.logits[:, -1, :].argmax(dim=-1)

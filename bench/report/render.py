@@ -29,6 +29,7 @@ from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_po
 from ..results.io import atomic_write_text
 from ..results.store import load_table
 from . import figures as F
+from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,12 @@ def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
 
     df["setting"] = [setting(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     show = bool(varying)
-    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}+{r['llm']}" + (f" [{r['setting']}]" if show else "")
-                   for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    def reduction(r) -> str:  # a token-reduction method and its budget (bench.models.reduction)
+        red = r.get("reduction")
+        return "" if red in (None, "none") or pd.isna(red) else f" {red}->{int(r['visual_tokens'])}"
+
+    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}{reduction(r)}+{r['llm']}"
+                   + (f" [{r['setting']}]" if show else "") for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     return df
 
 
@@ -309,15 +314,16 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     # -------- TTFT breakdown
     sec = Section("TTFT breakdown",
                   text=no_ttft or "Stage medians stacked (vision encoder, projector, the tile merge of tiled "
-                       "points, LLM prefill); the black marker is the end-to-end TTFT median measured in the same "
-                       "iterations, so a gap shows overhead outside the stages.")
+                       "points, a token-reduction stage, LLM prefill); the black marker is the end-to-end TTFT median "
+                       "measured in the same iterations, so a gap shows overhead outside the stages.")
     merged = "merge_ms" in ok and ok["merge_ms"].notna().any()  # a tiled point's merge stage
-    bd = llm_rows[_cols(ok, ["label", "vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
-                        + ["prefill_ms", "ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
+    reduced = "reduce_ms" in ok and ok["reduce_ms"].notna().any()  # a reduction method's own stage
+    stage_cols = (["vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
+                  + (["reduce_ms"] if reduced else []) + ["prefill_ms"])
+    bd = llm_rows[_cols(ok, ["label"] + stage_cols + ["ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
         bd.insert(list(bd.columns).index("ttft_ms"), "sum_of_stages_ms",
-                  bd[_cols(bd, ["vision_latency_ms", "projector_ms", "merge_ms", "prefill_ms"])]
-                  .sum(axis=1, min_count=1))
+                  bd[_cols(bd, stage_cols)].sum(axis=1, min_count=1))
     sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
     sections.append(sec)
 
@@ -330,13 +336,29 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
     sections.append(sec)
 
+    # -------- token reduction (bench.models.reduction): one row per point, methods' overheads
+    if reduced:
+        sec = Section(reduction_figures.SECTION,
+                      text="Visual tokens reaching the LLM against TTFT, for encoders scaled by resolution and for "
+                           "token-reduction methods; `reduction_overhead_ms` is the method's own time, "
+                           "`reduction_overhead_in` the stage that time is part of.")
+        rcols = _cols(ok, ["encoder", "resolution", "reduction", "reduction_params", "visual_tokens_encoder",
+                           "visual_tokens", "visual_tokens_llm_mean", "vision_latency_ms", "reduce_ms", "prefill_ms",
+                           "ttft_ms", "reduction_overhead_ms", "reduction_overhead_in", "ttft_gflops"])
+        sec.tables.append(("TTFT (ms, medians) and tokens per point",
+                           ok[rcols].sort_values(["reduction", "encoder", "visual_tokens"])))
+        sections.append(sec)
+
     # -------- the registered figures (figures.register_figure), each in its section
     by_title = {s.title: s for s in sections}
     for spec in F.FIGURES.values():
+        drawn = spec.draw(ok, fig_dir)
+        if not drawn and spec.section not in by_title:  # a figure with nothing to draw adds no section
+            continue
         if spec.section not in by_title:
             by_title[spec.section] = Section(spec.section)
             sections.append(by_title[spec.section])
-        by_title[spec.section].figures.extend(spec.draw(ok, fig_dir))
+        by_title[spec.section].figures.extend(drawn)
 
     # -------- environment and failures
     sec = Section("Measurement environment",
