@@ -189,7 +189,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     rec.encoder_channels = enc_spec.channels
     rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
     try:
-        _visual_tokens(point, rec, enc_spec)
+        plan = _visual_tokens(point, rec, enc_spec)
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
@@ -247,9 +247,10 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
-def _visual_tokens(point: PointConfig, rec: Record, enc_spec) -> None:
-    """The analytic visual tokens reaching the LLM (after the point's token reduction), the
-    encoder's own count when a reduction changes it, and per LLM layer for in-LLM methods."""
+def _visual_tokens(point: PointConfig, rec: Record, enc_spec):
+    """The analytic visual tokens reaching the LLM (after the point's tiling and token
+    reduction), the encoder's own count when a reduction changes it, and per LLM layer for
+    in-LLM methods. Returns the tiling plan (None untiled)."""
     plan = plan_for(point)  # a tiling mode's count: tiles, base image, unpad and newline tokens
     n = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
     method, conf = method_of(point)
@@ -260,6 +261,7 @@ def _visual_tokens(point: PointConfig, rec: Record, enc_spec) -> None:
         if point.llm != NO_LLM:
             layers = int(get_llm_spec(point.llm).config["num_hidden_layers"])
             rec.llm_visual_tokens_per_layer = method.llm_tokens_per_layer(conf, rec.visual_tokens, layers) or []
+    return plan
 
 
 def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[str, Optional[float]]:
