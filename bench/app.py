@@ -35,6 +35,20 @@ _RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 OmegaConf.register_new_resolver("fvb_run_id", lambda: _RUN_ID, use_cache=True, replace=True)
 
 
+def resolution_for_tokens(encoder: str, tokens: int) -> int:
+    """``${fvb_resolution:ENCODER,TOKENS}``: the square input that gives ``tokens`` visual tokens
+    (a square number): grid side x stride, e.g. FastViTHD 144 -> 768 px, ViT-L/14 144 -> 168 px.
+    For sweep=token_reduction's resolution lines, matched to the methods' budgets."""
+    import math
+
+    from .models import get_encoder_spec
+
+    return math.isqrt(int(tokens)) * get_encoder_spec(str(encoder)).stride
+
+
+OmegaConf.register_new_resolver("fvb_resolution", resolution_for_tokens, replace=True)
+
+
 #: The pid of the process that :func:`main` started: the sweep's driver, which runs the points
 #: itself under Hydra's basic launcher. A launcher's worker (submitit) runs one point and must end
 #: with an exception, for submitit to write the job's result. A pid, not a flag: cloudpickle

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Collection, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -54,6 +54,25 @@ class EncoderConf:
 @dataclass
 class LLMConf:
     name: str = MISSING  # a registered LLM (fastvlm-bench list), or none: encoder only
+
+
+@dataclass
+class TilingConf:
+    """The image-to-token pipeline (``tiling=NAME``, a group filled from ``bench.models.tiling``)."""
+
+    name: str = "none"  # none | anyres_next | anyres_max_9 (fastvlm-bench list)
+    tile: Optional[int] = None  # tile side in px (default: the encoder's native input size)
+
+
+@dataclass
+class ReductionConf:
+    """``reduction=NAME``: a token-reduction method (``bench.models.reduction``); each method's
+    config derives from this one and adds its typed parameters (``reduction.tokens=64`` ...)."""
+
+    name: str = "none"
+    #: visual tokens to keep, the one budget every method takes (0: the method's own parameters);
+    #: ignored by ``none`` (the sweep's resolution lines use it to pick the resolution)
+    tokens: int = 0
 
 
 @dataclass
@@ -123,7 +142,11 @@ class BenchConfig:
     name: str = "default"  # sweep name: results go to <results_dir>/<name>/
     encoder: EncoderConf = field(default_factory=EncoderConf)
     llm: LLMConf = field(default_factory=LLMConf)
-    resolution: int = 1024  # square input, pixels
+    resolution: int = 1024  # square input, pixels (with image_size: recorded as the image's longer side)
+    tiling: TilingConf = field(default_factory=TilingConf)
+    # The image's shape for tiled points, WxH in pixels or `photo` (the sample photo's own
+    # 512x600); default: the square resolution x resolution. Its aspect ratio drives the grid.
+    image_size: Optional[str] = None
     device: str = "auto"  # cpu | cuda | cuda:N | auto
     dtype: Dtype = Dtype.auto  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
     batch_size: int = 1
@@ -153,6 +176,7 @@ class BenchConfig:
     batch_ladder: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
+    reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
     count_flops: bool = True
     measure_peak: bool = True  # measure the device's matmul peak once (roofline)
     results_dir: str = "results"
@@ -175,7 +199,10 @@ class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
-def validate(cfg: BenchConfig) -> None:
+def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
+    """Every problem of ``cfg`` in one :class:`ConfigError`. ``swept``: keys a multirun sweeps,
+    whose value in ``cfg`` is only the config file's; checks across keys that involve them are
+    left to each point's own validation."""
     problems: List[str] = []
     for key in ("resolution", "batch_size", "prompt_tokens"):
         v = getattr(cfg, key)
@@ -217,14 +244,35 @@ def validate(cfg: BenchConfig) -> None:
         problems.append(f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
-    from .models import ENCODERS, LLMS
+    from .models import ENCODERS, LLMS, TILINGS
 
     from .models.llms import NO_LLM
 
-    for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name)):
+    for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
+                             ("tiling", TILINGS, cfg.tiling.name)):
         if value not in reg and not (kind == "llm" and value == NO_LLM):
             extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
             problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
+    if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
+        problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
+    if cfg.image_size is not None:
+        from .models.tiling import parse_image_size
+
+        try:
+            parse_image_size(cfg.image_size)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept):
+            problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
+                            "the image is centre-cropped to resolution x resolution, whatever its shape")
+    if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
+        problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
+                        "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
+    if not problems and cfg.encoder.name in ENCODERS:
+        from .models.reduction.base import check_reduction, to_conf
+
+        problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
+                                    bool(cfg.compile))
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -250,11 +298,11 @@ def unusual(cfg: BenchConfig) -> List[str]:
 def register_configs() -> None:
     """Put the structured configs into Hydra's ConfigStore; called by :func:`bench.app.main`.
 
-    The ``encoder`` and ``llm`` groups come from the model registries (as optimum-benchmark
+    The ``encoder``, ``llm`` and ``tiling`` groups come from the model registries (as optimum-benchmark
     does for its backends): every registered name is an option, so adding a model is one
     Python entry and no YAML file. Models registered before this call are included.
     """
-    from .models import ENCODERS, LLMS
+    from .models import ENCODERS, LLMS, TILINGS
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BenchConfig)
@@ -264,6 +312,12 @@ def register_configs() -> None:
 
     for name in LLMS.names() + [NO_LLM]:  # llm=none: an encoder-only point
         cs.store(group="llm", name=name, node=LLMConf(name=name))
+    for name in TILINGS.names():
+        cs.store(group="tiling", name=name, node=TilingConf(name=name))
+    from .models.reduction import REDUCTIONS
+
+    for name in REDUCTIONS.names():  # one option per method, its typed parameters as the node
+        cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
     # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above

@@ -94,7 +94,8 @@ def test_claim_points_compose_to_the_plain_configs(tmp_path):
         for name, side in points.items():
             a = compose("config", overrides=["sweep=paper_claims", f"+claim_point={name}"])
             b = compose("config", overrides=["sweep=paper_claims", f"encoder={side.encoder}",
-                                             f"resolution={side.resolution}", f"llm={side.llm}"])
+                                             f"resolution={side.resolution}", f"llm={side.llm}"]
+                        + ([f"tiling={side.tiling}"] if side.tiling != "none" else []))
             ta, tb = OmegaConf.to_object(a), OmegaConf.to_object(b)
             assert point_config(ta).point_id() == point_config(tb).point_id(), name
             assert ta.encoder.name == side.encoder and ta.resolution == side.resolution and ta.llm.name == side.llm

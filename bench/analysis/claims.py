@@ -19,6 +19,8 @@ the reason: never an exception.
 """
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ METRIC_LABELS = {"ttft": "TTFT", "vision_latency": "vision-encoder latency", "vi
 #: The paper's machine, in every label of a paper ratio.
 PAPER_SETUP = "paper: M1 Max, Core ML + MLX"
 ENCODER_ONLY = "none"  # llm=none: an encoder-only point
-SIDE_KEYS = ("encoder", "resolution", "llm", "tiling", "timing")
+SIDE_KEYS = ("encoder", "resolution", "llm", "tiling", "reduction", "tokens", "timing")
 CLAIM_KEYS = ("id", "title", "metric", "fast", "baseline", "paper", "note")
 PathLike = Union[str, Path]
 
@@ -50,16 +52,21 @@ class Side:
     resolution: int
     llm: str
     tiling: str = "none"
+    #: a token reduction (bench.models.reduction) and its budget, reduction.tokens
+    reduction: str = "none"
+    tokens: int = 0
     timing: Tuple[Tuple[str, Any], ...] = ()
 
     def label(self) -> str:
         tiles = "" if self.tiling == "none" else f" {self.tiling}"
+        tiles += "" if self.reduction == "none" else f" {self.reduction}->{self.tokens}"
         llm = " (encoder only)" if self.llm == ENCODER_ONLY else f"+{self.llm}"
         return f"{self.encoder}@{self.resolution}{tiles}{llm}"
 
     def point_name(self) -> str:
         """The point's option name in the ``claim_point`` config group."""
         tiles = "" if self.tiling == "none" else f"_{self.tiling}"
+        tiles += "" if self.reduction == "none" else f"_{self.reduction}{self.tokens}"
         return f"{self.encoder}_{self.resolution}{tiles}_{self.llm}"
 
 
@@ -92,7 +99,8 @@ def _side(raw: Any, where: str) -> Side:
     if not isinstance(timing, dict):
         raise InputError(f"{where}: timing must be a mapping of timing.* keys")
     return Side(encoder=str(raw["encoder"]), resolution=res, llm=str(raw["llm"]),
-                tiling=str(raw.get("tiling", "none")), timing=tuple(sorted(timing.items())))
+                tiling=str(raw.get("tiling", "none")), reduction=str(raw.get("reduction", "none")),
+                tokens=int(raw.get("tokens", 0)), timing=tuple(sorted(timing.items())))
 
 
 def load_claims(path: Optional[PathLike] = None) -> List[Claim]:
@@ -210,6 +218,11 @@ def unavailable(side: Side) -> Optional[str]:
         if side.llm == ENCODER_ONLY:
             return "encoder-only points (llm=none) are not supported by this install"
         return f"LLM {side.llm!r} is not registered here"
+    if side.reduction != "none":
+        from ..models.reduction import REDUCTIONS
+
+        if side.reduction not in REDUCTIONS:
+            return f"reduction {side.reduction!r} is not registered here (methods: {', '.join(REDUCTIONS.names())})"
     if side.tiling != "none":
         modes = _options("tiling")
         if modes is None and _tiling_field() is None:
@@ -229,6 +242,9 @@ def _point_node(side: Side) -> Dict[str, Any]:
             defaults.append({"override /tiling": side.tiling})
         else:
             node["tiling"] = side.tiling
+    if side.reduction != "none":
+        defaults.append({"override /reduction": side.reduction})
+        node["reduction"] = {"tokens": side.tokens}
     if side.timing:
         node["timing"] = dict(side.timing)
     node["defaults"] = defaults + ["_self_"]
@@ -285,6 +301,17 @@ def _rows(df, side: Side):
     if "tiling" in df.columns:
         m &= df["tiling"].map(lambda v: str(v) == side.tiling if side.tiling != "none" else _default_like(v, "none"))
     elif side.tiling != "none":
+        m &= False
+    if "reduction" in df.columns:  # a token reduction (and its budget) is another configuration
+        def reduced(r) -> bool:
+            if side.reduction == "none":
+                return _default_like(r["reduction"], "none")
+            params = r.get("reduction_params")
+            tokens = json.loads(params).get("tokens") if isinstance(params, str) and params else None
+            return str(r["reduction"]) == side.reduction and tokens == side.tokens
+
+        m &= df.apply(reduced, axis=1) if len(df) else m
+    elif side.reduction != "none":
         m &= False
     if "batch_size" in df.columns:
         m &= pd.to_numeric(df["batch_size"], errors="coerce").fillna(1) == 1

@@ -85,7 +85,12 @@ class ProgressCallback(Callback):
         eta = ""
         if self.measured_s and left is not None:
             eta = f" | ETA {_fmt(sum(self.measured_s) / len(self.measured_s) * left)}"
-        point = f"{config.encoder.name}@{config.resolution}px + {config.llm.name}"
+        tiling = config.get("tiling") or {}
+        tiled = tiling.get("name", "none") != "none"
+        size = config.get("image_size") if tiled and config.get("image_size") else f"{config.resolution}"
+        red = config.get("reduction") if hasattr(config, "get") else getattr(config, "reduction", None)
+        red = (f" {red.name}->{red.get('tokens', 0) or ''}" if red is not None and red.get("name", "none") != "none" else "")
+        point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''}{red} + {config.llm.name}"
         print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
               f"{eta}", file=sys.stderr, flush=True)
 

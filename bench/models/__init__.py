@@ -1,4 +1,4 @@
-"""Model zoo: encoder and LLM registries, projector, and the composed VLM.
+"""Model zoo: encoder, LLM and tiling registries, projector, and the composed VLM.
 
 The names below are loaded on first use (PEP 562): importing a command module that lives here
 (``bench.models.command``, for the CLI's parser) must not import torch and timm, which took
@@ -11,9 +11,9 @@ from typing import Any
 
 _EXPORTS = {"ENCODERS": ".encoders", "InvalidResolutionError": ".encoders", "get_encoder_spec": ".encoders",
             "LLMS": ".llms", "get_llm_spec": ".llms",
-            "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm"}
+            "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm", "TILINGS": ".tiling"}
 
-__all__ = ["ENCODERS", "LLMS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
+__all__ = ["ENCODERS", "LLMS", "TILINGS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
            "get_encoder_spec", "get_llm_spec"]
 
 

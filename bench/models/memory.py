@@ -51,16 +51,20 @@ def _cfg(llm_config: Any, name: str, default: Optional[int] = None) -> Optional[
 
 def working_set_bytes(resolution: int, visual_tokens: int, encoder_channels: int, llm_config: Any,
                       batch_size: int, prompt_tokens: int, elem: int, attn_implementation: str = "sdpa",
+                      encoder_inputs: int = 1, llm_tokens: Optional[int] = None,
                       decode_tokens: int = 0) -> WorkingSet:
     """The analytic peak of one iteration beyond the parameters (bytes); ``llm_config`` is the
-    LLM's transformers config (None for a point without an LLM)."""
+    LLM's transformers config (None for a point without an LLM). A tiled point runs the encoder
+    on ``encoder_inputs`` tiles of ``resolution`` px per image, ``visual_tokens`` each, and its
+    LLM gets ``llm_tokens`` visual tokens (the merged count)."""
+    n = int(batch_size) * int(encoder_inputs)  # encoder inputs of the batch
     b, r, t = int(batch_size), int(resolution), int(visual_tokens)
-    image = b * 3 * r * r * (elem + 4)  # the model's input and preprocessing's fp32 copy
-    vision_out = b * t * int(encoder_channels) * elem
+    image = n * 3 * r * r * (elem + 4)  # the model's input and preprocessing's fp32 copy
+    vision_out = n * t * int(encoder_channels) * elem
     hidden = _cfg(llm_config, "hidden_size")
     if hidden is None:  # encoder only
         return WorkingSet(input=image, activations=vision_out, kv_cache=0)
-    s = t + int(prompt_tokens)
+    s = (t if llm_tokens is None else int(llm_tokens)) + int(prompt_tokens)
     layers = _cfg(llm_config, "num_hidden_layers", 0)
     heads = _cfg(llm_config, "num_attention_heads", 1)
     kv_heads = _cfg(llm_config, "num_key_value_heads", heads)
@@ -68,7 +72,7 @@ def working_set_bytes(resolution: int, visual_tokens: int, encoder_channels: int
     inter = _cfg(llm_config, "intermediate_size", 4 * hidden)
     vocab = _cfg(llm_config, "vocab_size", 0)
     kv = 2 * layers * kv_heads * head_dim * b * (s + max(int(decode_tokens) - 1, 0)) * elem
-    act = vision_out + b * t * hidden * elem + b * s * hidden * elem  # projector out, embeddings
+    act = vision_out + n * t * hidden * elem + b * s * hidden * elem  # projector out, embeddings
     layer = b * s * (3 * hidden + 2 * inter) * elem
     if attn_implementation == "eager":
         layer += b * heads * s * s * elem

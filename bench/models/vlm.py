@@ -85,6 +85,8 @@ class VLM(nn.Module):
         self.projector = projector
         self.llm = llm
         self.encoder_name, self.llm_name, self.resolution = encoder_name, llm_name, resolution
+        #: a token reduction's own stage for :meth:`generate` (``bench.models.reduction.base.for_generation``)
+        self.reduce_visual: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def encoder_only(self) -> bool:
@@ -180,6 +182,9 @@ class VLM(nn.Module):
             feats = self.encode(pixels)
         with stage("projector"):
             vis = self.project(feats)
+        if self.reduce_visual is not None:
+            with stage("reduce"):
+                vis = self.reduce_visual(vis)
         with stage("prefill"):
             out = self._llm_prefill(torch.cat([emb(prefix_ids), vis.to(self.dtype), emb(suffix_ids)], dim=1))
             nxt = out.logits[:, -1, :].argmax(dim=-1)
@@ -244,8 +249,13 @@ def _kept_llm(key) -> Optional[nn.Module]:
 def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dtype: str = "auto",
               attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
               checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False,
-              batch_size: int = 1, prompt_tokens: int = 32, decode_tokens: int = 0):
+              batch_size: int = 1, prompt_tokens: int = 32, tiles: int = 1, llm_tokens: Optional[int] = None,
+              decode_tokens: int = 0):
     """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
+
+    A tiled point (``bench.models.tiling``) builds its encoder for one tile (``resolution``)
+    and says how many encoder inputs an image makes (``tiles``) and how many visual tokens its
+    LLM gets (``llm_tokens``), so that the memory check counts its real working set.
 
     Unknown names and impossible resolutions raise before anything is allocated, and so does
     a point that cannot fit (:class:`InsufficientMemoryError`): its parameters plus one
@@ -290,7 +300,7 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     need = count_parameters(vlm) * elem
     work = working_set_bytes(resolution, enc_spec.num_tokens(resolution), enc_spec.channels,
                              getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation,
-                             decode_tokens)
+                             encoder_inputs=tiles, llm_tokens=llm_tokens, decode_tokens=decode_tokens)
     new = need - (count_parameters(lm) * elem if kept else 0) + work.total  # a kept LLM's memory is in use
     have = available_memory_bytes(dev)
     if new * memory_headroom > have:

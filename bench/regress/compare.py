@@ -116,6 +116,7 @@ METRICS: Dict[str, MetricSpec] = {
     # not compared by default, available through --metrics
     "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
     "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
+    "merge": MetricSpec("merge", ("merge_ms",), "merge_samples_ms"),  # tiled points only
     # with decode_tokens (bench.models.decode): per-iteration samples like the stages above
     "tpot": MetricSpec("tpot", ("tpot_ms",), "tpot_samples_ms"),
     "e2e": MetricSpec("e2e", ("e2e_ms",), "e2e_samples_ms"),

@@ -31,9 +31,10 @@ from ..results.io import atomic_write_bytes
 PAPER_LEGEND = "paper-reported (M1 Max, not measured here)"
 MEASURED_COLOR = "#1f5fbf"
 PAPER_COLOR = "#9a9a9a"
-STAGE_COLORS = {"vision_latency_ms": "#4c72b0", "projector_ms": "#dd8452", "prefill_ms": "#55a868"}
+STAGE_COLORS = {"vision_latency_ms": "#4c72b0", "projector_ms": "#dd8452", "merge_ms": "#8172b3",
+                "prefill_ms": "#55a868"}
 STAGE_NAMES = {"vision_latency_ms": "vision encoder", "projector_ms": "projector",
-               "prefill_ms": "LLM prefill"}
+               "merge_ms": "tile merge (tiling)", "prefill_ms": "LLM prefill"}
 X_LABELS = {"ttft_ms": "time to first token, TTFT (ms, log scale)",
             "vision_latency_ms": "vision-encoder latency (ms, log scale)",
             "visual_tokens": "visual tokens (count, log scale)"}
@@ -265,8 +266,9 @@ def vs_resolution(ok: pd.DataFrame, y: str, ylabel: str, title: str, out_dir: Pa
 def ttft_breakdown(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_breakdown") -> Path:
     """Stacked horizontal bars: vision encoder + projector + LLM prefill medians per config,
     with the end-to-end TTFT median (and p10-p90) as a black marker."""
-    stages = list(STAGE_COLORS)
     data = ok.dropna(subset=["ttft_ms"], how="all").copy()
+    # merge only where some row is tiled (older tables have no merge column at all)
+    stages = [st for st in STAGE_COLORS if st in data and (st != "merge_ms" or data[st].notna().any())]
     n = max(len(data), 1)
     fig, ax = plt.subplots(figsize=(8.6, 1.4 + 0.36 * n))
     if len(data):

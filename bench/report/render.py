@@ -30,6 +30,7 @@ from ..results.io import atomic_write_text
 from ..results.store import load_table
 from . import figures as F
 from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
+from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
                   ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
-                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("decode_tokens", "+{}tok"))
+                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("tiling", "{}"),
+                  ("image_size", "image {}"),
+                  ("decode_tokens", "+{}tok"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile")
 PathLike = Union[str, Path]
 
@@ -62,8 +65,12 @@ def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
 
     df["setting"] = [setting(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     show = bool(varying)
-    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}+{r['llm']}" + (f" [{r['setting']}]" if show else "")
-                   for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    def reduction(r) -> str:  # a token-reduction method and its budget (bench.models.reduction)
+        red = r.get("reduction")
+        return "" if red in (None, "none") or pd.isna(red) else f" {red}->{int(r['visual_tokens'])}"
+
+    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}{reduction(r)}+{r['llm']}"
+                   + (f" [{r['setting']}]" if show else "") for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     return df
 
 
@@ -308,14 +315,17 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- TTFT breakdown
     sec = Section("TTFT breakdown",
-                  text=no_ttft or "Stage medians stacked (vision encoder, projector, LLM prefill); the black marker "
-                       "is the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
-                       "outside the three stages.")
-    bd = llm_rows[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
-                       "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
+                  text=no_ttft or "Stage medians stacked (vision encoder, projector, the tile merge of tiled "
+                       "points, a token-reduction stage, LLM prefill); the black marker is the end-to-end TTFT median "
+                       "measured in the same iterations, so a gap shows overhead outside the stages.")
+    merged = "merge_ms" in ok and ok["merge_ms"].notna().any()  # a tiled point's merge stage
+    reduced = "reduce_ms" in ok and ok["reduce_ms"].notna().any()  # a reduction method's own stage
+    stage_cols = (["vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
+                  + (["reduce_ms"] if reduced else []) + ["prefill_ms"])
+    bd = llm_rows[_cols(ok, ["label"] + stage_cols + ["ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
-        bd.insert(4, "sum_of_stages_ms", bd[_cols(bd, ["vision_latency_ms", "projector_ms", "prefill_ms"])]
-                  .sum(axis=1, min_count=1))
+        bd.insert(list(bd.columns).index("ttft_ms"), "sum_of_stages_ms",
+                  bd[_cols(bd, stage_cols)].sum(axis=1, min_count=1))
     sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
     sections.append(sec)
 
@@ -347,6 +357,19 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                                            "decode_tokens_per_s", "kv_cache_bytes", "decode_bytes_per_step",
                                            "decode_achieved_gbps", "decode_bandwidth_frac", "peak_memory_mb",
                                            "peak_rss_mb"])]))
+        sections.append(sec)
+
+    # -------- token reduction (bench.models.reduction): one row per point, methods' overheads
+    if reduced:
+        sec = Section(reduction_figures.SECTION,
+                      text="Visual tokens reaching the LLM against TTFT, for encoders scaled by resolution and for "
+                           "token-reduction methods; `reduction_overhead_ms` is the method's own time, "
+                           "`reduction_overhead_in` the stage that time is part of.")
+        rcols = _cols(ok, ["encoder", "resolution", "reduction", "reduction_params", "visual_tokens_encoder",
+                           "visual_tokens", "visual_tokens_llm_mean", "vision_latency_ms", "reduce_ms", "prefill_ms",
+                           "ttft_ms", "reduction_overhead_ms", "reduction_overhead_in", "ttft_gflops"])
+        sec.tables.append(("TTFT (ms, medians) and tokens per point",
+                           ok[rcols].sort_values(["reduction", "encoder", "visual_tokens"])))
         sections.append(sec)
 
     # -------- the registered figures (figures.register_figure), each in its section
