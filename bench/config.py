@@ -57,6 +57,25 @@ class LLMConf:
 
 
 @dataclass
+class BackendConf:
+    """How the point's stages run (``backend=NAME``, a group made from the backend registry,
+    :mod:`bench.models.backends`). Each backend reads the knobs that are its own; the ones that
+    change what runs go into the point id (``backend_options``)."""
+
+    name: str = "eager"  # eager | compile | onnxruntime | openvino
+    #: stages the backend runs (default: every stage it can run); the others stay eager, and
+    #: the record's ``pipeline`` says which ran where
+    stages: Optional[List[str]] = None
+    opset: int = 18  # ONNX opset of the export (onnxruntime)
+    graph_opt: str = "all"  # onnxruntime graph optimisation level: disable | basic | extended | all
+    provider: str = "CPUExecutionProvider"  # onnxruntime execution provider
+    hint: str = "LATENCY"  # openvino PERFORMANCE_HINT
+    precision: Optional[str] = None  # openvino INFERENCE_PRECISION_HINT (default: the point's dtype)
+    streams: int = 1  # openvino NUM_STREAMS
+    atol: Optional[float] = None  # numerics check: allowed max |backend - eager| / max |eager| (default per dtype)
+
+
+@dataclass
 class TimingConf:
     """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
@@ -126,7 +145,8 @@ class BenchConfig:
     batch_size: int = 1
     prompt_tokens: int = 32  # text tokens after the visual tokens
     attn_implementation: Attention = Attention.sdpa  # sdpa | eager
-    compile: bool = False  # torch.compile every stage (compile time recorded apart)
+    backend: BackendConf = field(default_factory=BackendConf)  # eager | compile | onnxruntime | openvino
+    compile: bool = False  # torch.compile every stage (compile time recorded apart): backend=compile
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
     threads: Optional[int] = None  # CPU threads for torch (default: the cores this process may use)
@@ -195,6 +215,12 @@ def validate(cfg: BenchConfig) -> None:
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name)):
         if value not in reg:
             problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}")
+    from .models.backends import BACKENDS
+
+    if cfg.backend.name not in BACKENDS:
+        problems.append(f"unknown backend {cfg.backend.name!r}; valid: {', '.join(BACKENDS.names())}")
+    else:
+        problems += BACKENDS.get(cfg.backend.name)().problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -214,6 +240,10 @@ def register_configs() -> None:
         cs.store(group="encoder", name=name, node=EncoderConf(name=name))
     for name in LLMS.names():
         cs.store(group="llm", name=name, node=LLMConf(name=name))
+    from .models.backends import BACKENDS
+
+    for name in BACKENDS.names():
+        cs.store(group="backend", name=name, node=BackendConf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
 
