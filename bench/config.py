@@ -160,6 +160,10 @@ class BenchConfig:
     extra_work_matmuls: int = 0
     projector: str = "mlp2x_gelu"
     memory_headroom: float = 1.15  # skip a point unless free memory >= parameters x this
+    # skip a point whose resolution is not one the FastVLM paper used for its encoder
+    # (`fastvlm-bench list`): a cross-product sweep of several encoders then measures each at
+    # its own paper resolutions only (sweep=runtimes)
+    paper_resolutions_only: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
     count_flops: bool = True

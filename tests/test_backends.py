@@ -125,3 +125,27 @@ def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
     assert broken.status == "error"
     assert broken.message.startswith(f"BackendError: {backend} vision_latency: the exported graph takes inputs of shape "
                                      "(1, 3, 64, 64) but the stage gets (1, 3, 96, 96)"), broken.message
+
+
+def test_compare_warns_when_runtime_versions_differ(tmp_path):
+    """Two sides measured through onnxruntime of different versions: ``compare`` says so."""
+    import numpy as np
+
+    from bench.regress.compare import compare_tables
+    from bench.results.store import ResultsStore, load_table
+    from test_compare import make_record
+
+    for side, version in (("base", "1.31.1"), ("cand", "1.32.0")):
+        store = ResultsStore(tmp_path / side)
+        rec = make_record("fastvithd", 336, np.random.default_rng(0), vision=10.0, ttft=40.0)
+        rec.config = dataclasses.replace(rec.config, backend="onnxruntime", backend_stages="vision_latency",
+                                         backend_options="ep=CPUExecutionProvider,graph_opt=all")
+        rec.backend_info = {"name": "onnxruntime", "versions": {"onnxruntime": version, "onnx": "1.23.2"},
+                            "stages": {"vision_latency": {"export_s": 3.0, "load_s": 0.1, "cached": False,
+                                                          "max_abs_err": 1e-6, "max_rel_err": 1e-7}}}
+        store.put(rec)
+        store.consolidate()
+    res = compare_tables(load_table(tmp_path / "base"), load_table(tmp_path / "cand"))
+    assert res["matched"] == 1
+    assert "env_onnxruntime differs: base 1.31.1 vs candidate 1.32.0" in res["incomparable"]
+    assert not any("env_onnx " in w for w in res["incomparable"])

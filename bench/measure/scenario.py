@@ -139,6 +139,8 @@ def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
     out = {f"timing_{k}": v for k, v in asdict(cfg.timing).items() if k != "mode"}  # mode is in the id
     out.update(count_flops=bool(cfg.count_flops), measure_peak=bool(cfg.measure_peak),
                memory_headroom=cfg.memory_headroom)
+    if cfg.paper_resolutions_only:  # only said where set: older tables keep their columns
+        out["paper_resolutions_only"] = True
     return out
 
 
@@ -159,6 +161,10 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
     try:
         rec.visual_tokens = enc_spec.num_tokens(point.resolution)
+        if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
+            raise InvalidResolutionError(
+                f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
+                f"({', '.join(map(str, enc_spec.paper_resolutions)) or 'none'}; paper_resolutions_only=true)")
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start

@@ -311,5 +311,5 @@ class ExportedBackend(Backend):
                      entry["load_s"], entry["max_abs_err"], entry["max_rel_err"])
         eager = [s.name for s in pipe.stages if not isinstance(s.run, _RuntimeStage)]
         if eager:
-            log.info("%s runs %s; %s stay eager PyTorch", self.name, ", ".join(s.name for s in runtime),
+            log.info("%s runs %s; eager PyTorch runs %s", self.name, ", ".join(s.name for s in runtime),
                      ", ".join(eager))
