@@ -109,22 +109,19 @@ def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
     assert list(rebuilt.backend_info["stages"]) == ["vision_latency"]
     assert rebuilt.pipeline == {"vision_latency": backend, "projector": "vlm", "prefill": "vlm"}
 
-    # 4. a broken export (the graph of another input shape under this point's key): an error
-    #    naming the backend and the stage, not a result
-    other = measure_point(_cfg(tmp_path, backend, resolution=96, stages=["vision_latency"]))
-    assert other.status == "ok", other.message
-    entries = _entries(tmp_path, backend)["vision_latency"]
-    small = next(e for e in entries if e.name == vis["cache_key"])
-    big = next(e for e in entries if e.name == other.backend_info["stages"]["vision_latency"]["cache_key"])
-    key = json.loads((big / "manifest.json").read_text())["key"]
-    shutil.rmtree(big)
-    shutil.copytree(small, big)
-    man = json.loads((big / "manifest.json").read_text())
-    (big / "manifest.json").write_text(json.dumps(dict(man, key=key)))
-    broken = measure_point(_cfg(tmp_path, backend, resolution=96, stages=["vision_latency"]))
+    # 4. a broken export (the graph of another input shape -- the projector's -- under the
+    #    vision encoder's key, manifest and all): an error naming the backend and the stage
+    entries = _entries(tmp_path, backend)
+    vis_dir = next(e for e in entries["vision_latency"] if e.name == vis["cache_key"])
+    proj_dir = entries["projector"][0]
+    shutil.rmtree(vis_dir)
+    shutil.copytree(proj_dir, vis_dir)
+    man = json.loads((vis_dir / "manifest.json").read_text())
+    (vis_dir / "manifest.json").write_text(json.dumps(dict(man, key=vis["cache_key"], stage="vision_latency")))
+    broken = measure_point(_cfg(tmp_path, backend, stages=["vision_latency"]))
     assert broken.status == "error"
     assert broken.message.startswith(f"BackendError: {backend} vision_latency: the exported graph takes inputs of shape "
-                                     "(1, 3, 64, 64) but the stage gets (1, 3, 96, 96)"), broken.message
+                                     "(1, 4, 128) but the stage gets (1, 3, 64, 64)"), broken.message
 
 
 def test_compare_warns_when_runtime_versions_differ(tmp_path):
