@@ -53,7 +53,7 @@ class EncoderConf:
 
 @dataclass
 class LLMConf:
-    name: str = MISSING  # a registered LLM (fastvlm-bench list)
+    name: str = MISSING  # a registered LLM (fastvlm-bench list), or none: encoder only
 
 
 @dataclass
@@ -216,9 +216,12 @@ def validate(cfg: BenchConfig) -> None:
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
     from .models import ENCODERS, LLMS
 
+    from .models.llms import NO_LLM
+
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name)):
-        if value not in reg:
-            problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}")
+        if value not in reg and not (kind == "llm" and value == NO_LLM):
+            extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
+            problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
     from .models.backends import BACKENDS
 
     if cfg.backend.name not in BACKENDS:
@@ -242,7 +245,9 @@ def register_configs() -> None:
     cs.store(name="base_config", node=BenchConfig)
     for name in ENCODERS.names():
         cs.store(group="encoder", name=name, node=EncoderConf(name=name))
-    for name in LLMS.names():
+    from .models.llms import NO_LLM
+
+    for name in LLMS.names() + [NO_LLM]:  # llm=none: an encoder-only point
         cs.store(group="llm", name=name, node=LLMConf(name=name))
     from .models.backends import BACKENDS
 

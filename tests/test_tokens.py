@@ -9,15 +9,21 @@ FULL = [n for n in ENCODERS.names() if not ENCODERS.get(n).tiny]
 RESOLUTIONS = [64, 128, 200, 224, 256, 320, 336, 378, 384, 448, 500, 512, 768, 1000, 1024, 1536]
 
 
-def test_all_six_paper_encoders_registered():
-    assert set(FULL) == {"fastvithd", "fastvit", "vit_l14", "siglip_so400m", "convnext_l", "convllava_l"}
+#: the largest towers are checked at fewer sizes (a meta forward of ViTamin-L's 31 blocks is ~1 s),
+#: still square sizes that are and are not multiples of the stride
+FEWER = {"convnext_xxl": [200, 256, 336, 500, 512], "vitamin_l": [200, 224, 384, 500]}
+
+
+def test_all_paper_encoders_registered():
+    assert set(FULL) == {"fastvithd", "fastvit", "vit_l14", "siglip_so400m", "convnext_l", "convllava_l",
+                         "convnext_xxl", "vitamin_l"}
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_analytical_tokens_match_model_forward_on_meta(name):
     spec = get_encoder_spec(name)
     checked = 0
-    for res in RESOLUTIONS:
+    for res in FEWER.get(name, RESOLUTIONS):
         try:
             spec.check_resolution(res)
         except InvalidResolutionError:
@@ -34,6 +40,8 @@ def test_analytical_tokens_match_model_forward_on_meta(name):
     ("vit_l14", 336, 576), ("vit_l14", 224, 256), ("siglip_so400m", 384, 729),
     ("convnext_l", 336, 100), ("convnext_l", 512, 256), ("convnext_l", 320, 100),
     ("convllava_l", 768, 144), ("convllava_l", 1024, 256), ("convllava_l", 1536, 576),
+    ("convnext_xxl", 256, 64), ("convnext_xxl", 512, 256),  # Table 4
+    ("vitamin_l", 384, 576),  # row R34
 ])
 def test_paper_token_counts(name, res, tokens):
     assert get_encoder_spec(name).num_tokens(res) == tokens
@@ -64,3 +72,25 @@ def test_too_small_or_negative_resolution(res):
 def test_resolution_must_be_int():
     with pytest.raises(InvalidResolutionError):
         get_encoder_spec("convnext_l").check_resolution(336.5)
+
+
+def test_vitamin_l_is_timms_vitamin_large_384():
+    """Our builder passes the token grid instead of letting timm find it with a forward pass;
+    the module must be timm's ``vitamin_large_384`` parameter for parameter, buffer for buffer."""
+    import timm
+
+    with torch.device("meta"):
+        ours = get_encoder_spec("vitamin_l").build(384).backbone
+        theirs = timm.create_model("vitamin_large_384", pretrained=False, num_classes=0)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(theirs) and str(ours) == str(theirs)
+
+
+@pytest.mark.parametrize("name,params_m", [("convnext_xxl", 843.4), ("vitamin_l", 332.9)])
+def test_new_towers_parameter_counts(name, params_m):
+    """ConvNeXt-XXL: 846 M with its classifier (Table 4), ViTamin-L: 333 M (row R34)."""
+    from bench.models.materialize import count_parameters, meta_parameters
+
+    with meta_parameters():
+        enc = get_encoder_spec(name).build(384)
+    assert count_parameters(enc) / 1e6 == pytest.approx(params_m, abs=0.1)

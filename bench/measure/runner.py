@@ -99,9 +99,13 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     store.consolidate()
     if rec.status == STATUS_OK:
         s = rec.stages
-        log.info("%s: %d tokens | vision %.1f ms | projector %.2f ms | prefill %.1f ms | TTFT %.1f ms (n=%d) -> %s",
-                 point.label(), rec.visual_tokens, s["vision_latency"].median, s["projector"].median,
-                 s["prefill"].median, s["ttft"].median, s["ttft"].n, path)
+        if "ttft" in s:
+            log.info("%s: %d tokens | vision %.1f ms | projector %.2f ms | prefill %.1f ms | TTFT %.1f ms (n=%d) -> %s",
+                     point.label(), rec.visual_tokens, s["vision_latency"].median, s["projector"].median,
+                     s["prefill"].median, s["ttft"].median, s["ttft"].n, path)
+        else:  # encoder only (llm=none)
+            log.info("%s: %d tokens | vision %.1f ms (n=%d), encoder only -> %s", point.label(), rec.visual_tokens,
+                     s["vision_latency"].median, s["vision_latency"].n, path)
     else:
         log.warning("%s: %s: %s", point.label(), rec.status, rec.message)
     return {"point_id": pid, "status": rec.status, "resumed": False}

@@ -20,7 +20,8 @@ from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.backends import get_backend
-from ..models.pipeline import Flow, Pipeline, build_pipeline
+from ..models.llms import NO_LLM
+from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target_stage
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .runner import PointInterrupted
@@ -92,18 +93,25 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
         raise DeviceUnavailableError(str(exc)) from None
     dt = resolve_dtype(str(cfg.dtype), dev)
     cuda = dev.type == "cuda"
+    encoder_only = cfg.llm.name == NO_LLM
+    if encoder_only and cfg.checkpoint:
+        raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
     threads = None if cuda else resolve_threads(cfg.threads)
     backend_name = "compile" if cfg.compile and cfg.backend.name == "eager" else cfg.backend.name
     backend = get_backend(backend_name)
+    # Encoder only: the LLM-side knobs (projector, prompt, attention) change nothing that runs,
+    # so they are null in the point (and its id), not the values of parts that were never built.
     return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
-                       prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
+                       prompt_tokens=None if encoder_only else cfg.prompt_tokens,
+                       attn_implementation=None if encoder_only else str(cfg.attn_implementation),
                        compile=bool(cfg.compile) or backend_name == "compile", compile_mode=cfg.compile_mode,
                        preprocess=bool(cfg.preprocess), threads=threads,
                        timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
-                       channels_last=bool(cfg.channels_last), projector=cfg.projector, checkpoint=ckpt,
+                       channels_last=bool(cfg.channels_last), projector=None if encoder_only else cfg.projector,
+                       checkpoint=ckpt,
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
                        extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
@@ -157,8 +165,9 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     configure_backends(point)
     rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now(),
                  settings=measurement_settings(cfg))
-    enc_spec, llm_spec = get_encoder_spec(point.encoder), get_llm_spec(point.llm)
-    rec.encoder_channels, rec.llm_hidden = enc_spec.channels, llm_spec.hidden_size
+    enc_spec = get_encoder_spec(point.encoder)
+    rec.encoder_channels = enc_spec.channels
+    rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
     try:
         rec.visual_tokens = enc_spec.num_tokens(point.resolution)
         if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
@@ -236,14 +245,15 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
         _, out[st.name] = count_flops(lambda: run(flow))
         if st.name == "prefill":
             _PREFILL_FLOPS[key] = out[st.name]
-    out["ttft"] = sum(v for k, v in out.items() if k != "decode")
+    if end_to_end(pipe):  # no TTFT without a prefill (encoder-only points): null, not the encoder's
+        out["ttft"] = sum(v for k, v in out.items() if k != "decode")
     return out
 
 
 def _check_finite(point: PointConfig, **tensors) -> None:
     """Placeholder weights in bf16/fp16 must not time inf/NaN arithmetic (it can be faster)."""
     for name, t in tensors.items():
-        if not torch.isfinite(t).all():
+        if t is not None and not torch.isfinite(t).all():
             raise RuntimeError(f"{point.label()}: non-finite values in {name} on the first warm-up iteration; "
                                "timing them would not measure real arithmetic")
 
@@ -264,6 +274,12 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     ids = vlm.prompt_ids(point.batch_size, point.prompt_tokens)
     pipe = build_pipeline(vlm, point)
     rec.pipeline = pipe.owners()
+    rule = cfg.timing
+    rec.target_stage = target_stage(pipe, rule.target_stage)
+    if rec.target_stage != rule.target_stage:  # e.g. ttft on an encoder-only point: vision_latency
+        from dataclasses import replace
+
+        rule = replace(rule, target_stage=rec.target_stage)
 
     if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
         rec.flops = _count_stage_flops(point, pipe, Flow(pixels, ids))
@@ -304,10 +320,11 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         if not checked:  # after the last mark: not part of any stage's time
             check(flow.feats, flow.embeds, flow.logits)
 
-    timer = StageTimer(dev, spans={"ttft": ("vision_latency", "prefill")}, mode=point.timing_mode)
+    span = end_to_end(pipe)
+    timer = StageTimer(dev, spans={"ttft": span} if span else {}, mode=point.timing_mode)
     guard = backend.timing_guard()
     with MemoryTracker(dev) as mem, guard:
-        result = timer.run(step, cfg.timing, probe=probe_for(dev, point.threads),
+        result = timer.run(step, rule, probe=probe_for(dev, point.threads),
                            pass_turn=turns.pass_turn if turns.path else None)
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))

@@ -1,7 +1,7 @@
 """LLM zoo: decoder-only language models built from their published config values.
 
 No hub access: each entry holds the numbers of the model's ``config.json`` (Qwen2 0.5B/1.5B/7B
-instruct, Vicuna-7B v1.5 which has the Llama-2-7B shape) and transformers builds the
+instruct, Vicuna-7B v1.5 which has the Llama-2-7B shape, Meta-Llama-3-8B) and transformers builds the
 architecture from them. Parameters are created on the meta device and materialised later on
 the target device (``bench.models.materialize``), so a 7B model costs no CPU initialisation.
 """
@@ -55,6 +55,12 @@ class LLMSpec:
 
 LLMS: Registry[LLMSpec] = Registry("llm")
 
+#: ``llm=none``: an encoder-only point (Tables 1 and 4 of the paper are encoder-level). No LLM and
+#: no projector are built and the pipeline is the encoder stage alone (``bench.models.pipeline``);
+#: prefill, projector and TTFT are null in its record. Not a registry entry: it is no model, so
+#: ``fastvlm-bench list`` does not show it and nothing can build it.
+NO_LLM = "none"
+
 
 def register_llm(spec: LLMSpec) -> LLMSpec:
     return LLMS.add(spec.name, spec)
@@ -78,6 +84,13 @@ register_llm(LLMSpec("vicuna_7b", "llama", "Vicuna-7B v1.5 (Llama-2-7B shape)", 
     num_attention_heads=32, num_key_value_heads=32, hidden_act="silu", max_position_embeddings=4096,
     rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
     pad_token_id=0)))
+# meta-llama/Meta-Llama-3-8B config.json (LLaVA-NeXT's row R39 runs its -Instruct twin: the same
+# shape, eos_token_id 128009). Grouped-query attention (8 KV heads), a 128 256-token vocabulary.
+register_llm(LLMSpec("llama3_8b", "llama", "Meta-Llama-3-8B", dict(
+    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=8, hidden_act="silu", max_position_embeddings=8192,
+    rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=None, attention_bias=False, attention_dropout=0.0,
+    tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001)))
 register_llm(LLMSpec("qwen2_tiny", "qwen2", "tiny Qwen2-shaped LM for tests", dict(
     _QWEN2_COMMON, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096,

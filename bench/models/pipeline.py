@@ -104,7 +104,9 @@ def base_pipeline(vlm) -> Pipeline:
     """Today's path: encoder -> projector -> prefill, the first token id copied to the host.
 
     The host copy ends ``prefill`` (and so TTFT): a serving stack has the first token only
-    when the host can send it.
+    when the host can send it. An encoder-only point (``llm=none``: ``vlm.llm`` is None) is the
+    encoder stage alone, so the timer, the FLOP counter and the energy loop time and count
+    nothing else, and the record has no projector, prefill or TTFT to report.
     """
 
     def encode(f: Flow) -> None:
@@ -117,7 +119,29 @@ def base_pipeline(vlm) -> Pipeline:
         f.token, f.past, f.logits = vlm.prefill(f.embeds, f.ids)
         f.token.cpu()
 
+    if vlm.llm is None:
+        return Pipeline([Stage("vision_latency", encode)])
     return Pipeline([Stage("vision_latency", encode), Stage("projector", project), Stage("prefill", prefill)])
+
+
+def end_to_end(pipe: Pipeline) -> Optional[tuple]:
+    """The span TTFT measures, ``(first stage, "prefill")``, or None when the pipeline has no
+    prefill (an encoder-only point has no first token, so no TTFT)."""
+    return ("vision_latency", "prefill") if "prefill" in pipe.names() else None
+
+
+def target_stage(pipe: Pipeline, configured: str) -> str:
+    """The stage the stopping rule watches: ``timing.target_stage`` where the pipeline has it;
+    ``ttft`` (the default) on a pipeline without a prefill (encoder-only points) becomes the
+    encoder stage, which is then the whole pipeline's work. The record keeps which
+    (``target_stage``). Any other stage the pipeline lacks is an error, not a silent substitute."""
+    have = ["preprocess"] + pipe.names() + (["ttft"] if end_to_end(pipe) else [])
+    if configured in have:
+        return configured
+    if configured == "ttft":
+        return "vision_latency"
+    raise ValueError(f"timing.target_stage={configured!r}: this point's pipeline has no such stage "
+                     f"(it has {', '.join(have)})")
 
 
 #: The axes that edit a point's pipeline, in the order they apply: each is

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .encoders import VisionEncoder, get_encoder_spec
-from .llms import get_llm_spec
+from .llms import NO_LLM, get_llm_spec
 from .materialize import count_parameters, materialize, meta_parameters
 from .projector import build_projector
 
@@ -70,9 +70,13 @@ class Generation:
 
 
 class VLM(nn.Module):
-    """Encoder, projector and LLM, exposing the pipeline as separately callable stages."""
+    """Encoder, projector and LLM, exposing the pipeline as separately callable stages.
 
-    def __init__(self, encoder: VisionEncoder, projector: nn.Module, llm: nn.Module,
+    An encoder-only point (``llm=none``) has ``projector`` and ``llm`` None: nothing was built
+    for them, and its pipeline is the encoder stage alone.
+    """
+
+    def __init__(self, encoder: VisionEncoder, projector: Optional[nn.Module], llm: Optional[nn.Module],
                  encoder_name: str, llm_name: str, resolution: int):
         super().__init__()
         self.encoder = encoder
@@ -81,12 +85,19 @@ class VLM(nn.Module):
         self.encoder_name, self.llm_name, self.resolution = encoder_name, llm_name, resolution
 
     @property
+    def encoder_only(self) -> bool:
+        return self.llm is None
+
+    def _weights(self) -> torch.Tensor:
+        return next((self.encoder if self.llm is None else self.llm).parameters())
+
+    @property
     def device(self) -> torch.device:
-        return next(self.llm.parameters()).device
+        return self._weights().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.llm.parameters()).dtype
+        return self._weights().dtype
 
     @property
     def num_visual_tokens(self) -> int:
@@ -176,14 +187,19 @@ class VLM(nn.Module):
         return Generation(new, stopped, int(vis.shape[1]))
 
     def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> torch.Tensor:
-        """Deterministic placeholder prompt token ids (token values do not change latency)."""
+        """Deterministic placeholder prompt token ids (token values do not change latency);
+        none for an encoder-only point, which has no prompt."""
+        if self.llm is None:
+            return torch.empty(batch_size, 0, dtype=torch.long, device=self.device)
         gen = torch.Generator().manual_seed(seed)
         vocab = self.llm.config.vocab_size
         return torch.randint(3, vocab, (batch_size, prompt_tokens), generator=gen).to(self.device)
 
     def parameter_counts(self) -> dict:
-        return {"vision": count_parameters(self.encoder), "projector": count_parameters(self.projector),
-                "llm": count_parameters(self.llm)}
+        """Per part; None (not 0) for a part that was not built (encoder-only points)."""
+        return {"vision": count_parameters(self.encoder),
+                "projector": count_parameters(self.projector) if self.projector is not None else None,
+                "llm": count_parameters(self.llm) if self.llm is not None else None}
 
 
 @dataclass
@@ -222,13 +238,21 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     from a fresh KV cache; ``torch.compile`` wraps the module and leaves it as it was), so a
     kept LLM is the module a fresh build would make. A point with a checkpoint always builds
     (and loads) its own.
+
+    ``llm="none"`` (:data:`~bench.models.llms.NO_LLM`) builds the encoder alone: no projector,
+    no LLM, and the memory check counts the encoder's parameters only.
     """
     t0 = time.perf_counter()
-    enc_spec, llm_spec = get_encoder_spec(encoder), get_llm_spec(llm)
+    encoder_only = llm == NO_LLM
+    enc_spec = get_encoder_spec(encoder)
+    llm_spec = None if encoder_only else get_llm_spec(llm)
     enc_spec.check_resolution(resolution)
+    if encoder_only and checkpoint:
+        raise ValueError("llm=none (encoder only) cannot load a LLaVA checkpoint: it has no LLM to load into")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    key = (llm, str(dev), dt, attn_implementation) if keep_llm and not checkpoint else None
+    key = (llm, str(dev), dt, attn_implementation) if keep_llm and not checkpoint and not encoder_only else None
+    # an encoder-only point lets a kept LLM go too: its peak RSS must be the encoder's alone
     lm = _kept_llm(key)
     kept = lm is not None
     # Seeded (and the caller's RNG left as it was): the vectors a module initialises itself
@@ -237,11 +261,11 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     with torch.random.fork_rng(devices=[]), meta_parameters():
         torch.manual_seed(0)
         enc = enc_spec.build(resolution)
-        if not kept:
+        if not kept and not encoder_only:
             torch.manual_seed(1)
             lm = llm_spec.build(attn_implementation)
         torch.manual_seed(2)  # whether the LLM was built or kept
-        proj = build_projector(projector, enc_spec.channels, llm_spec.hidden_size)
+        proj = None if encoder_only else build_projector(projector, enc_spec.channels, llm_spec.hidden_size)
     vlm = VLM(enc, proj, lm, encoder, llm, resolution).eval()
     elem = torch.empty((), dtype=dt).element_size()
     need = count_parameters(vlm) * elem
@@ -251,7 +275,7 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
         raise InsufficientMemoryError(
             f"{encoder}+{llm} needs ~{need * memory_headroom / 2**30:.1f} GiB for parameters in "
             f"{dtype_name(dt)} on {dev}, only {have / 2**30:.1f} GiB available")
-    for part in ((vlm.encoder, vlm.projector) if kept else (vlm,)):
+    for part in ((vlm.encoder, vlm.projector) if kept else (vlm,)):  # an encoder-only vlm is its encoder
         materialize(part, dev, dt)
     if checkpoint:
         from .checkpoint import load_checkpoint

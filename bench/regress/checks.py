@@ -103,6 +103,12 @@ def speedup_check(target_row, base_row, metric: str, minimum: float, section: st
     t, b = median_ms(target_row, metric), median_ms(base_row, metric)
     need = f"CI low >= {minimum:g}x"
     if not ts or not bs:
+        from ..models.llms import NO_LLM
+
+        if metric != "vision_latency" and NO_LLM in (normalize_value(target_row.get("llm")),
+                                                     normalize_value(base_row.get("llm"))):
+            return Check(section, subject, "-", need, False, f"no {metric} on an encoder-only row (llm={NO_LLM}): "
+                         "gate it on vision_latency, or select rows with an LLM")
         return Check(section, subject, "-", need, False, f"no raw {metric} samples: the speed-up cannot be bounded")
     try:
         point, low, high = ratio_ci([ts], [bs])

@@ -367,7 +367,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD), help="smallest change reported, as a fraction "
                    f"(default {DEFAULT_THRESHOLD})")
     p.add_argument("--noise-floor", default=None, help="the interval must also clear 1 +- this (default, per "
-                   f"point: {NOISE_FLOOR_RULE})")
+                   f"point: {NOISE_FLOOR_RULE})".replace("%", "%%"))  # argparse %-formats help
     p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=FRACTION",
                    help="per-metric threshold, e.g. ttft=0.10 (repeatable)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 2000)")

@@ -374,13 +374,22 @@ def visual_tokens_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
              "Number of visual tokens passed to the LLM, by input resolution.")]
 
 
+def _has_ttft(ok: pd.DataFrame) -> bool:
+    """Any row with a TTFT? Encoder-only rows (``llm=none``) have none: no TTFT figure for them."""
+    return "ttft_ms" in ok and bool(ok["ttft_ms"].notna().any())
+
+
 @register_figure("TTFT breakdown")
 def ttft_breakdown_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    if not _has_ttft(ok):
+        return []
     return [(ttft_breakdown(ok, fig_dir),
              "TTFT (ms) split into vision encoder, projector and LLM prefill, per configuration.")]
 
 
 @register_figure("TTFT over LLM size x resolution")
 def ttft_heatmap_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    if not _has_ttft(ok):
+        return []
     return [(png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured.")
             for png in ttft_heatmap(ok, fig_dir)]

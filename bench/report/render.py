@@ -186,6 +186,11 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
             df[col] = pd.Series(dtype=object)
     df = _with_labels(df)
     ok = df[df["status"] == "ok"].copy()
+    # encoder-only rows (llm=none) have no TTFT: the TTFT sections show the rows that have one,
+    # and a report of encoder-only rows alone plots accuracy against vision latency
+    llm_rows = ok[pd.to_numeric(ok["ttft_ms"], errors="coerce").notna()] if "ttft_ms" in ok else ok.iloc[:0]
+    no_ttft = "Every measured row is encoder-only (llm=none): there is no TTFT to show." if len(ok) and \
+        not len(llm_rows) else ""
 
     accuracy_files = list(accuracy_files)
     if not accuracy_files and (results_dir / "accuracy.csv").is_file():
@@ -196,6 +201,9 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     sections: List[Section] = []
     warnings: List[str] = []
+    if no_ttft and x == "ttft_ms":
+        x = "vision_latency_ms"
+        warnings.append(no_ttft + " Accuracy is drawn against vision-encoder latency.")
     if not accuracy_files:
         warnings.append("Accuracy is missing: no accuracy file was given and the results folder has no "
                         "accuracy.csv. Only efficiency figures of measured points are shown; accuracy "
@@ -301,10 +309,10 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- TTFT breakdown
     sec = Section("TTFT breakdown",
-                  text="Stage medians stacked (vision encoder, projector, LLM prefill); the black marker is "
-                       "the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
+                  text=no_ttft or "Stage medians stacked (vision encoder, projector, LLM prefill); the black marker "
+                       "is the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
                        "outside the three stages.")
-    bd = ok[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
+    bd = llm_rows[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
                        "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
         bd.insert(4, "sum_of_stages_ms", bd[_cols(bd, ["vision_latency_ms", "projector_ms", "prefill_ms"])]
@@ -313,9 +321,9 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     sections.append(sec)
 
     # -------- heat map
-    sec = Section("TTFT over LLM size x resolution")
-    if len(ok):
-        piv = ok.pivot_table(index=["encoder", "setting", "llm"], columns="resolution", values="ttft_ms",
+    sec = Section("TTFT over LLM size x resolution", text=no_ttft)
+    if len(llm_rows):
+        piv = llm_rows.pivot_table(index=["encoder", "setting", "llm"], columns="resolution", values="ttft_ms",
                              aggfunc="median").reset_index()
         piv.columns = [f"ttft_ms@{c}px" if isinstance(c, (int, np.integer)) else c for c in piv.columns]
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))

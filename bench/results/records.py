@@ -63,13 +63,15 @@ class PointConfig:
     dtype: str
     device: str
     batch_size: int = 1
-    prompt_tokens: int = 32
-    attn_implementation: str = "sdpa"
+    #: the LLM-side knobs (prompt_tokens, attn_implementation, projector) are null on an
+    #: encoder-only point (``llm=none``), where no LLM or projector is built
+    prompt_tokens: Optional[int] = 32
+    attn_implementation: Optional[str] = "sdpa"
     compile: bool = False
     compile_mode: str = "default"
     preprocess: bool = True
     threads: Optional[int] = None
-    projector: str = "mlp2x_gelu"
+    projector: Optional[str] = "mlp2x_gelu"
     #: absolute path of the checkpoint folder/file (None: placeholder weights)
     checkpoint: Optional[str] = None
     #: size and mtime of every weights/config file of the checkpoint, hashed: a checkpoint
@@ -168,6 +170,9 @@ class Record:
     #: The stopping rule's outcome: why the timed loop stopped (target | budget | max_repeats),
     #: the warm-up length and why it ended (stable | max_seconds).
     stop_reason: Optional[str] = None
+    #: The stage whose interval the stopping rule watched: ``timing.target_stage`` (ttft), or
+    #: ``vision_latency`` where the pipeline has no prefill (encoder-only points).
+    target_stage: Optional[str] = None
     warmup_iterations: Optional[int] = None
     warmup_reason: Optional[str] = None
     #: Indices of timed iterations that were contended (CPU) or throttled (GPU), and what the
@@ -246,6 +251,7 @@ class Record:
                    energy_per_inference_j=self.energy_per_inference_j, avg_power_w=self.avg_power_w,
                    build_s=self.build_s, compile_s=self.compile_s, timed_s=self.timed_s, warmup_s=self.warmup_s,
                    wall_s=self.wall_s, device_peak_tflops=self.device_peak_tflops, stop_reason=self.stop_reason,
+                   target_stage=self.target_stage,
                    warmup_iterations=self.warmup_iterations, disturbed_iterations=len(self.disturbed_iterations),
                    turns_taken=self.turns_taken,
                    idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),

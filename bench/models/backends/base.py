@@ -217,6 +217,11 @@ class ExportedBackend(Backend):
             out.append(f"backend {self.name} runs on device=cpu (its CPU build); got device={cfg.device}")
         if cfg.compile:
             out.append(f"compile=true and backend={self.name} are two backends: choose one")
+        from ..llms import NO_LLM
+
+        if cfg.llm.name == NO_LLM and set(cfg.backend.stages or ()) - {"vision_latency"}:
+            out.append(f"llm={NO_LLM} has the vision_latency stage alone; backend.stages asks for "
+                       f"{', '.join(s for s in cfg.backend.stages if s != 'vision_latency')}")
         if cfg.channels_last:
             out.append(f"channels_last is a PyTorch memory format; backend {self.name} chooses its own layouts")
         try:
@@ -227,8 +232,12 @@ class ExportedBackend(Backend):
         return out
 
     def stages(self, cfg) -> Optional[str]:
+        from ..llms import NO_LLM
+
+        # an encoder-only point (llm=none) has the encoder stage alone
+        have = ("vision_latency",) if cfg.llm.name == NO_LLM else RUNTIME_STAGES
         want = list(cfg.backend.stages or self.can_run)
-        return ",".join(s for s in RUNTIME_STAGES if s in want)
+        return ",".join(s for s in have if s in want)
 
     def apply(self, pipe: Pipeline, vlm, point) -> None:
         for name in (point.backend_stages or "").split(","):

@@ -41,8 +41,9 @@ class Compile(Backend):
         counters.clear()
         t0 = time.perf_counter()
         vlm.encoder = torch.compile(vlm.encoder, mode=point.compile_mode, dynamic=False)
-        vlm.projector = torch.compile(vlm.projector, mode=point.compile_mode, dynamic=False)
-        vlm.llm = torch.compile(vlm.llm, mode=point.compile_mode, dynamic=False)
+        if vlm.llm is not None:  # encoder-only points (llm=none) have neither
+            vlm.projector = torch.compile(vlm.projector, mode=point.compile_mode, dynamic=False)
+            vlm.llm = torch.compile(vlm.llm, mode=point.compile_mode, dynamic=False)
         for _ in range(2):  # compile, then prove the graphs are reused
             pipe(Flow(flow.pixels, flow.ids))
         if point.device.startswith("cuda"):

@@ -1,10 +1,14 @@
-"""ConvNeXt encoders from timm: ConvNeXt-Large, ConvLLaVA's stride-64 ConvNeXt-Large, a tiny one.
+"""ConvNeXt encoders from timm: ConvNeXt-Large, ConvNeXt-XXL, ConvLLaVA's stride-64 ConvNeXt-Large, a tiny one.
 
 ConvNeXt down-samples with a 4x4/s4 stem and 2x2/s2 convs without padding, so each layer
 floors (336 px -> 84 -> 42 -> 21 -> 10: 100 tokens). ConvLLaVA (Ge et al., 2024) appends a
 fifth stage to ConvNeXt-L: a LayerNorm + 2x2/s2 down-sampling to 3072 channels and six
 ConvNeXt blocks (its release trains with ``vision_add_five_stage 6``,
 ``vision_five_stage_width 3072``), giving stride 64.
+
+ConvNeXt-XXL is timm's ``convnext_xxlarge`` (depths 3/4/30/3, widths 384/768/1536/3072: 846 M
+parameters with its classifier, 843 M as a tower; the LAION CLIP tower the FastVLM paper's Table 4
+compares at 256 and 512 px), with the same unpadded down-sampling (stride 32).
 """
 from __future__ import annotations
 
@@ -37,6 +41,10 @@ def _convnext_large(resolution: int):
     return timm.create_model("convnext_large", pretrained=False, num_classes=0)
 
 
+def _convnext_xxlarge(resolution: int):
+    return timm.create_model("convnext_xxlarge", pretrained=False, num_classes=0)
+
+
 def _convllava_large(resolution: int):
     return ConvNeXtWithExtraStage(_convnext_large(resolution), width=3072, depth=6)
 
@@ -53,6 +61,12 @@ register_encoder(EncoderSpec(
     name="convnext_l", description="ConvNeXt-Large, stride 32", channels=1536, stride=32, kind="conv",
     builder=_convnext_large, downsamples=STEM_AND_3, min_resolution=32, timm_name="convnext_large",
     paper_resolutions=(320, 512),
+))
+
+register_encoder(EncoderSpec(
+    name="convnext_xxl", description="ConvNeXt-XXL (timm convnext_xxlarge), stride 32", channels=3072,
+    stride=32, kind="conv", builder=_convnext_xxlarge, downsamples=STEM_AND_3, min_resolution=32,
+    timm_name="convnext_xxlarge", paper_resolutions=(256, 512),
 ))
 
 register_encoder(EncoderSpec(
