@@ -16,8 +16,8 @@ from bench.config import BackendConf, BenchConfig, ConfigError, EncoderConf, LLM
 from bench.results.records import POINT_KEYS, PointConfig, _LATER_KEYS
 
 
-def _cfg(tmp_path, backend="eager", resolution=64, encoder="tiny_convnext", **backend_kw):
-    return BenchConfig(name="rt", encoder=EncoderConf(encoder), llm=LLMConf("qwen2_tiny"), resolution=resolution,
+def _cfg(tmp_path, backend="eager", resolution=64, encoder="tiny_convnext", llm="qwen2_tiny", **backend_kw):
+    return BenchConfig(name="rt", encoder=EncoderConf(encoder), llm=LLMConf(llm), resolution=resolution,
                        device="cpu", threads=1, preprocess=False, timing=dataclasses.replace(QUICK_TIMING),
                        count_flops=False, measure_peak=False, results_dir=str(tmp_path),
                        backend=BackendConf(name=backend, **backend_kw))
@@ -51,17 +51,20 @@ def test_resolve_point_backend_knobs(tmp_path):
     assert p.backend_options == "hint=LATENCY,precision=f32,streams=1,threads=1"
     assert resolve_point(dataclasses.replace(_cfg(tmp_path), compile=True)).point_id() == \
         resolve_point(_cfg(tmp_path, "compile")).point_id()
+    assert resolve_point(_cfg(tmp_path, "onnxruntime", llm="none")).backend_stages == "vision_latency"
 
 
 @pytest.mark.parametrize("bad, words", [
     (dict(backend="openvino", stages=["decode"]), "backend openvino cannot run stage 'decode'"),
     (dict(backend="onnxruntime", graph_opt="max"), "backend.graph_opt must be one of"),
     (dict(backend="tensorrt"), "unknown backend 'tensorrt'"),
+    (dict(backend="onnxruntime", llm="none", stages=["vision_latency", "prefill"]),
+     "llm=none has the vision_latency stage alone; backend.stages asks for prefill"),
 ])
 def test_a_stage_or_knob_a_backend_cannot_take_is_one_line(tmp_path, bad, words):
-    b = bad.pop("backend")
+    b, llm = bad.pop("backend"), bad.pop("llm", "qwen2_tiny")
     with pytest.raises(ConfigError) as ei:
-        validate(_cfg(tmp_path, b, **bad))
+        validate(_cfg(tmp_path, b, llm=llm, **bad))
     assert words in str(ei.value) and "\n" not in str(ei.value)
 
 
