@@ -35,6 +35,10 @@ class PointInterrupted(Exception):
     itself (Hydra's basic launcher) :func:`bench.app.run` turns it into the end of the sweep.
     """
 
+    #: Wrappers of errors (a backend naming its stage) let it through as it is: the point is
+    #: interrupted, not failed (bench.models.backends.base).
+    interrupts_point = True
+
 
 #: Summary statuses of points that leave no record of this run.
 STATUS_CLAIMED = "claimed"  # another process was measuring it

@@ -164,6 +164,8 @@ class _RuntimeStage:
         try:
             outs = self.call(arrays)
         except Exception as exc:
+            if getattr(exc, "interrupts_point", False):  # SIGTERM (measure.runner): not the stage's error
+                raise
             raise BackendError(f"{self.backend} {self.graph.name}: {one_line(exc)}") from exc
         self.graph.write(flow, [torch.from_numpy(np.asarray(o)) for o in outs])
 
@@ -181,6 +183,8 @@ def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path
                               verbose=False)
         return f"torch.onnx.export(dynamo=True, opset={opset})"
     except Exception as dynamo_exc:  # recorded: which exporter made the graph
+        if getattr(dynamo_exc, "interrupts_point", False):
+            raise
         for p in path.parent.iterdir():
             if p.name.startswith(path.name):
                 p.unlink()
@@ -292,6 +296,8 @@ class ExportedBackend(Backend):
             except BackendError:
                 raise
             except Exception as exc:
+                if getattr(exc, "interrupts_point", False):
+                    raise
                 raise BackendError(f"{self.name} {st.name}: export failed: {one_line(exc)}") from exc
             # a cached entry's check (sizes and SHA-256 of its files) is kept apart from export time
             entry["export_s" if made else "cache_check_s"] = time.perf_counter() - t0
@@ -302,6 +308,8 @@ class ExportedBackend(Backend):
             try:
                 call, shapes = self.load(folder, point)
             except Exception as exc:
+                if getattr(exc, "interrupts_point", False):
+                    raise
                 raise BackendError(f"{self.name} {st.name}: the export in {folder} does not load: "
                                    f"{one_line(exc)}") from exc
             want = [tuple(t.shape) for t in example]

@@ -58,6 +58,8 @@ class OpenVINO(ExportedBackend):
                 model = ov.convert_model(torch.export.export(graph.module, example, strict=False))
                 how = "openvino.convert_model(torch.export)"
             except Exception as exc:
+                if getattr(exc, "interrupts_point", False):
+                    raise
                 # Its ONNX frontend takes the ONNX export of the same module, which folds that.
                 # Recorded as such.
                 onnx_dir = folder / "onnx"
