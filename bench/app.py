@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, register_configs, sweeps_dir
 from .measure.callbacks import in_grid, to_bench_config
-from .measure.runner import PointInterrupted, fail, run_point
+from .measure.interrupt import PointInterrupted, exit_status
+from .measure.runner import fail, run_point
 from .results.io import ResultsWriteError
 
 SWEEPS_DIR = str(sweeps_dir())  # the checkout's sweeps/, or the copy bundled in the wheel
@@ -34,13 +35,28 @@ _RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 OmegaConf.register_new_resolver("fvb_run_id", lambda: _RUN_ID, use_cache=True, replace=True)
 
 
+def resolution_for_tokens(encoder: str, tokens: int) -> int:
+    """``${fvb_resolution:ENCODER,TOKENS}``: the square input that gives ``tokens`` visual tokens
+    (a square number): grid side x stride, e.g. FastViTHD 144 -> 768 px, ViT-L/14 144 -> 168 px.
+    For sweep=token_reduction's resolution lines, matched to the methods' budgets."""
+    import math
+
+    from .models import get_encoder_spec
+
+    return math.isqrt(int(tokens)) * get_encoder_spec(str(encoder)).stride
+
+
+OmegaConf.register_new_resolver("fvb_resolution", resolution_for_tokens, replace=True)
+
+
 #: The pid of the process that :func:`main` started: the sweep's driver, which runs the points
 #: itself under Hydra's basic launcher. A launcher's worker (submitit) runs one point and must end
 #: with an exception, for submitit to write the job's result. A pid, not a flag: cloudpickle
 #: sends :func:`run` to the workers by value, with the globals it reads as the driver had them.
 _DRIVER_PID = None
 
-#: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
+#: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15); SIGINT
+#: and SIGHUP likewise 130 and 129 (bench.measure.interrupt.exit_status).
 EXIT_SIGTERM = 143
 
 
@@ -57,7 +73,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
             raise
         # Hydra's launcher catches an Exception from a job and goes on to the next point: a
         # `kill`, `timeout` or cancelled CI job would be ignored for the rest of the sweep.
-        fail(f"{exc}; the points finished before it are kept", EXIT_SIGTERM)
+        fail(f"{exc}; the points finished before it are kept", exit_status(exc.signum))
     return {}  # unreachable: fail() exits
 
 

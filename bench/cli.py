@@ -5,6 +5,7 @@
     fastvlm-bench report RESULTS_DIR         render reports/<sweep>/
     fastvlm-bench compare BASE CANDIDATE     regression check between two result sets
     fastvlm-bench gate RESULTS_DIR           the CI baseline gate
+    fastvlm-bench claims RESULTS_DIR         the paper's headline ratios beside the measured ones
     fastvlm-bench accuracy import PATH...    read lmms-eval results JSON
     fastvlm-bench accuracy run -- ARGS...    run lmms-eval, then import its results
     fastvlm-bench collect RESULTS_DIR [--keep-going]
@@ -23,7 +24,7 @@ from typing import List, Optional
 
 PROG = "fastvlm-bench"
 #: The subcommands; any other first argument starts a sweep (Hydra overrides).
-COMMANDS = ("list", "collect", "report", "accuracy", "compare", "gate")
+COMMANDS = ("list", "collect", "report", "accuracy", "compare", "gate", "claims")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     """One parser; each command module adds its own subparser (``add_parser(subparsers)``,
     which sets ``func`` to the module's ``run(args) -> int``)."""
     from .accuracy import command as accuracy
+    from .analysis import command as claims
     from .models import command as list_
     from .report import command as report
     from .results import command as collect
 
     parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (list_, collect, report, accuracy):
+    for module in (list_, collect, report, accuracy, claims):
         module.add_parser(sub)
     _add_regress_parsers(sub)
     return parser
@@ -86,6 +88,33 @@ def entry() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; SIGTERM, SIGINT and SIGHUP end it with one line and exit 128 + the
+    signal's number (:mod:`bench.measure.interrupt`), wherever they land."""
+    from .measure.interrupt import Interrupted, exit_status, install_run_handlers, raise_if_pending_run
+
+    if argv is None:  # the program itself, not a test calling main() in its own process
+        install_run_handlers()
+    try:
+        rc = _main(argv)
+        raise_if_pending_run()
+        return rc
+    except Interrupted as exc:
+        _say(f"{PROG}: error: {exc}; results finished before it are kept, the same command resumes")
+        return exit_status(exc.signum)
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        _say(f"{PROG}: error: interrupted by SIGINT; results finished before it are kept, the same command resumes")
+        return 130
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there still is one (after SIGHUP the terminal may be gone)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] not in COMMANDS:
         if len(args) == 1 and args[0] in ("-h", "--help"):
@@ -157,7 +186,7 @@ def _sweep(args: List[str]) -> int:
     """
     import logging
 
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     user_full_error = "HYDRA_FULL_ERROR" in os.environ
@@ -176,6 +205,10 @@ def _sweep(args: List[str]) -> int:
         cause = exc.__cause__
         if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
             lines.append(str(cause).strip().splitlines()[0])
+        if isinstance(exc, OverrideParseException) or "LexerNoViableAlt" in text:
+            lines = [ln.replace("LexerNoViableAltException", "cannot read the override") for ln in lines]
+            lines.append("hint: a value with spaces or special characters must be quoted for the shell and "
+                         "for Hydra, e.g. 'results_dir=\"/data/my runs\"'")
         print(f"fastvlm-bench: error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Collection, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -76,6 +76,25 @@ class BackendConf:
 
 
 @dataclass
+class TilingConf:
+    """The image-to-token pipeline (``tiling=NAME``, a group filled from ``bench.models.tiling``)."""
+
+    name: str = "none"  # none | anyres_next | anyres_max_9 (fastvlm-bench list)
+    tile: Optional[int] = None  # tile side in px (default: the encoder's native input size)
+
+
+@dataclass
+class ReductionConf:
+    """``reduction=NAME``: a token-reduction method (``bench.models.reduction``); each method's
+    config derives from this one and adds its typed parameters (``reduction.tokens=64`` ...)."""
+
+    name: str = "none"
+    #: visual tokens to keep, the one budget every method takes (0: the method's own parameters);
+    #: ignored by ``none`` (the sweep's resolution lines use it to pick the resolution)
+    tokens: int = 0
+
+
+@dataclass
 class TimingConf:
     """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
@@ -122,8 +141,11 @@ class TimingConf:
         if self.turn_seconds <= 0 or self.turn_blocks < 0:
             out.append(f"timing.turn_seconds must be positive and timing.turn_blocks >= 0, got "
                        f"{self.turn_seconds} and {self.turn_blocks}")
-        if self.target <= 0 or not 0 < self.confidence < 1:
-            out.append("timing.target must be > 0 and timing.confidence in (0, 1)")
+        if not 0 < self.target < 1 or not 0 < self.confidence < 1:
+            out.append(f"timing.target must be in (0, 1) and timing.confidence in (0, 1), got {self.target} and "
+                       f"{self.confidence}: values are fractions (0.05 = 5 %)")
+        if self.stable_tol >= 1:
+            out.append(f"timing.stable_tol must be below 1, got {self.stable_tol}: values are fractions (0.05 = 5 %)")
         if self.mode not in [m.value for m in TimingMode]:  # OmegaConf checks it; a TimingConf made in code may not
             out.append(f"timing.mode must be pipelined or isolated, got {str(self.mode)!r}")
         return out
@@ -139,7 +161,11 @@ class BenchConfig:
     name: str = "default"  # sweep name: results go to <results_dir>/<name>/
     encoder: EncoderConf = field(default_factory=EncoderConf)
     llm: LLMConf = field(default_factory=LLMConf)
-    resolution: int = 1024  # square input, pixels
+    resolution: int = 1024  # square input, pixels (with image_size: recorded as the image's longer side)
+    tiling: TilingConf = field(default_factory=TilingConf)
+    # The image's shape for tiled points, WxH in pixels or `photo` (the sample photo's own
+    # 512x600); default: the square resolution x resolution. Its aspect ratio drives the grid.
+    image_size: Optional[str] = None
     device: str = "auto"  # cpu | cuda | cuda:N | auto
     dtype: Dtype = Dtype.auto  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
     batch_size: int = 1
@@ -166,6 +192,7 @@ class BenchConfig:
     paper_resolutions_only: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
+    reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
     count_flops: bool = True
     measure_peak: bool = True  # measure the device's matmul peak once (roofline)
     results_dir: str = "results"
@@ -188,7 +215,10 @@ class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
-def validate(cfg: BenchConfig) -> None:
+def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
+    """Every problem of ``cfg`` in one :class:`ConfigError`. ``swept``: keys a multirun sweeps,
+    whose value in ``cfg`` is only the config file's; checks across keys that involve them are
+    left to each point's own validation."""
     problems: List[str] = []
     for key in ("resolution", "batch_size", "prompt_tokens"):
         v = getattr(cfg, key)
@@ -214,11 +244,12 @@ def validate(cfg: BenchConfig) -> None:
         problems.append(f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
-    from .models import ENCODERS, LLMS
+    from .models import ENCODERS, LLMS, TILINGS
 
     from .models.llms import NO_LLM
 
-    for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name)):
+    for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
+                             ("tiling", TILINGS, cfg.tiling.name)):
         if value not in reg and not (kind == "llm" and value == NO_LLM):
             extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
             problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
@@ -228,18 +259,56 @@ def validate(cfg: BenchConfig) -> None:
         problems.append(f"unknown backend {cfg.backend.name!r}; valid: {', '.join(BACKENDS.names())}")
     else:
         problems += BACKENDS.get(cfg.backend.name)().problems(cfg)
+    if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
+        problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
+    if cfg.image_size is not None:
+        from .models.tiling import parse_image_size
+
+        try:
+            parse_image_size(cfg.image_size)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept):
+            problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
+                            "the image is centre-cropped to resolution x resolution, whatever its shape")
+    if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
+        problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
+                        "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
+    if not problems and cfg.encoder.name in ENCODERS:
+        from .models.reduction.base import check_reduction, to_conf
+
+        problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
+                                    bool(cfg.compile))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def unusual(cfg: BenchConfig) -> List[str]:
+    """Legal values that are probably mistakes (a percent written as a fraction's place, a check
+    made blind); the runner logs each as a warning."""
+    out = []
+    t = cfg.timing
+    if t.target > 0.25:
+        out.append(f"timing.target={t.target:g} asks for a median known to +-{t.target * 100:g} %: values are "
+                   "fractions (0.05 = 5 %)")
+    if t.stable_tol > 0.5:
+        out.append(f"timing.stable_tol={t.stable_tol:g} ends the warm-up on any change up to {t.stable_tol * 100:g} %: "
+                   "values are fractions (0.05 = 5 %)")
+    if 0 < t.confidence < 0.8:
+        out.append(f"timing.confidence={t.confidence:g}: intervals at {t.confidence * 100:g} % (0.95 = 95 %)")
+    if 0 < cfg.memory_headroom < 1:
+        out.append(f"memory_headroom={cfg.memory_headroom:g} lets through points that need more memory than is free")
+    return out
 
 
 def register_configs() -> None:
     """Put the structured configs into Hydra's ConfigStore; called by :func:`bench.app.main`.
 
-    The ``encoder`` and ``llm`` groups come from the model registries (as optimum-benchmark
+    The ``encoder``, ``llm`` and ``tiling`` groups come from the model registries (as optimum-benchmark
     does for its backends): every registered name is an option, so adding a model is one
     Python entry and no YAML file. Models registered before this call are included.
     """
-    from .models import ENCODERS, LLMS
+    from .models import ENCODERS, LLMS, TILINGS
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BenchConfig)
@@ -253,8 +322,18 @@ def register_configs() -> None:
 
     for name in BACKENDS.names():
         cs.store(group="backend", name=name, node=BackendConf(name=name))
+    for name in TILINGS.names():
+        cs.store(group="tiling", name=name, node=TilingConf(name=name))
+    from .models.reduction import REDUCTIONS
+
+    for name in REDUCTIONS.names():  # one option per method, its typed parameters as the node
+        cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
+    # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above
+    from .analysis.claims import register_claim_points
+
+    register_claim_points()
 
 
 # ---- where the package's files are ---------------------------------------------------------

@@ -19,10 +19,8 @@ import psutil
 import pytest
 
 from bench.results.records import POINT_KEYS, PointConfig
-from conftest import run_cli
+from conftest import FAST, run_cli
 
-FAST = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick",
-        "count_flops=false", "measure_peak=false", "resolution=64"]
 
 
 def tree(root: Path) -> dict:
@@ -41,15 +39,6 @@ def assert_one_line(p, code: int, *needles: str) -> str:
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    """A real two-point sweep (tiny_vit, tiny_convnext at 64 px): the good data to protect."""
-    base = tmp_path_factory.mktemp("good")
-    p = run_cli(["-m", *FAST, "name=good", f"results_dir={base}", "encoder=tiny_vit,tiny_convnext"], cwd=base)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return base / "good"
 
 
 @pytest.fixture
@@ -123,6 +112,61 @@ def _case_args(case: str, res: Path, cwd: Path):
         return ["compare", str(good), str(other)], 2, ["no ok rows matched"]
     if case == "compare_bad_threshold":
         return ["compare", str(good), str(good), "--threshold", "abc"], 2, ["--threshold"]
+    # ---- issue 23: fractions, records checked on read, runs their records doubt, messages ------
+    if case == "sweep_timing_target_percent":  # 2 = 200 %
+        return [*FAST, "name=good", f"results_dir={res}", "encoder=tiny_vit", "timing.target=2"], 2, \
+            ["timing.target", "0.05 = 5 %"]
+    if case == "sweep_unquoted_space":  # results_dir=/data/my runs, unquoted: two arguments
+        return [*FAST, "name=good", f"results_dir={cwd}/my", "runs", "encoder=tiny_vit"], 2, ["quoted", "runs"]
+    if case in ("compare_noise_floor_percent", "compare_threshold_percent", "compare_threshold_negative",
+                "compare_noise_floor_nan", "compare_metric_threshold_percent"):
+        flag, value = {"compare_noise_floor_percent": ("--noise-floor", "5"),
+                       "compare_threshold_percent": ("--threshold", "3"),
+                       "compare_threshold_negative": ("--threshold", "-0.01"),
+                       "compare_noise_floor_nan": ("--noise-floor", "nan"),
+                       "compare_metric_threshold_percent": ("--metric-threshold", "ttft=10")}[case]
+        return ["compare", str(good), str(good), flag, value], 2, [flag, "fractions", "0.05 = 5 %"]
+    if case == "compare_confidence_percent":
+        return ["compare", str(good), str(good), "--confidence", "95"], 2, ["--confidence", "0.95 = 95 %"]
+    if case == "compare_point_twice":  # one run holding the same point twice: not "no rows matched"
+        df = pd.read_csv(good / "results.csv")
+        pd.concat([df, df]).to_csv(cwd / "twice.csv", index=False)
+        return ["compare", str(cwd / "twice.csv"), str(good)], 2, ["BASE holds the same point more than once"]
+    if case in ("compare_strict_disturbed", "compare_strict_budget", "gate_strict_disturbed"):
+        df = pd.read_csv(good / "results.csv")
+        if case == "compare_strict_budget":
+            df["stop_reason"], df["ttft_ci_rel"], df["setting_timing_target"] = "budget", 0.65, 0.02
+            needle = "stopped on the budget at +-65% (target +-2%)"
+        else:
+            df["disturbed_iterations"] = 5
+            needle = "5 disturbed iterations"
+        df.to_csv(cwd / "loaded.csv", index=False)
+        if case == "gate_strict_disturbed":
+            return ["gate", str(cwd / "loaded.csv"), "--config", str(_gate_config(cwd / "g.yaml")), "--strict"], 2, \
+                ["--strict", needle]
+        return ["compare", str(good), str(cwd / "loaded.csv"), "--strict"], 2, ["--strict", needle, "loaded.csv"]
+    if case.startswith("compare_record_"):  # a record file edited by hand: checked when read
+        src = sorted((good / "records").glob("*.json"))[0]
+        rec = json.loads(src.read_text())
+        ttft, needle = rec["stages"]["ttft"], ""
+        if case == "compare_record_string_median":
+            ttft["median"], needle = str(ttft["median"]), "stages.ttft.median must be float"
+        elif case == "compare_record_newer_schema":
+            rec["schema_version"], needle = 99, "schema_version 99"
+        elif case == "compare_record_ttft_below_its_stages":  # median and samples edited alike
+            ttft["samples"] = [x / 10 for x in ttft["samples"]]
+            for k in ("median", "mean", "p10", "p90", "ci_low", "ci_high"):
+                ttft[k] = None if ttft[k] is None else ttft[k] / 10
+            needle = "TTFT contains that stage"
+        elif case == "compare_record_bad_status":
+            rec["status"], needle = "great", "status must be one of ok, error, skipped"
+        elif case == "compare_record_n_mismatch":
+            ttft["n"], needle = ttft["n"] + 7, "samples"
+        elif case == "compare_record_median_not_of_samples":
+            ttft["median"] = ttft["p10"] = ttft["median"] * 0.5
+            needle = "is not the median of its samples"
+        (cwd / "edited.json").write_text(json.dumps(rec))
+        return ["compare", str(cwd / "edited.json"), str(src)], 2, ["edited.json", "not a valid record", needle]
     if case == "accuracy_import_nothing_readable":
         return ["accuracy", "import", str(cwd / "nope"), "--out", str(cwd / "acc.csv")], 1, ["nope: no such file or folder"]
     if case == "gate_key_typo":
@@ -146,7 +190,14 @@ CASES = ["sweep_name_escapes", "sweep_missing_checkpoint", "sweep_checkpoint_wit
          "collect_dir_is_a_file", "report_missing_dir", "report_missing_columns", "report_unknown_flag",
          "compare_missing_candidate", "compare_no_common_points", "compare_bad_threshold",
          "accuracy_import_nothing_readable", "gate_key_typo", "gate_select_typo", "gate_empty_folder",
-         "gate_failed_check"]
+         "gate_failed_check",
+         # issue 23 (19 more)
+         "sweep_timing_target_percent", "sweep_unquoted_space", "compare_noise_floor_percent",
+         "compare_threshold_percent", "compare_threshold_negative", "compare_noise_floor_nan",
+         "compare_metric_threshold_percent", "compare_confidence_percent", "compare_point_twice",
+         "compare_strict_disturbed", "compare_strict_budget", "gate_strict_disturbed",
+         "compare_record_string_median", "compare_record_newer_schema", "compare_record_ttft_below_its_stages",
+         "compare_record_bad_status", "compare_record_n_mismatch", "compare_record_median_not_of_samples"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -247,3 +247,83 @@ def test_html_in_headless_chromium(rendered):
     w, h = _check_png(shot)
     assert (w, h) == (1280, 2000)
     assert _png_is_not_blank(shot), "screenshot looks blank"
+
+
+def test_headline_table_fastest_per_budget_and_speedups():
+    """The opening table: per token budget the fastest configuration, and its speed-up over the
+    fastest ViT and ConvNeXt of that budget, the ratio of the TTFT medians inside its interval."""
+    from bench.analysis.headline import headline_table
+    from bench.results.store import records_to_frame
+
+    recs = [_record("h", "fastvithd", 1024, "qwen2_0.5b", 256, 110.0, 70.0),
+            _record("h", "vit_l14", 224, "qwen2_0.5b", 256, 300.0, 70.0),
+            _record("h", "siglip_so400m", 224, "qwen2_0.5b", 256, 400.0, 70.0),  # slower ViT: not the baseline
+            _record("h", "convnext_l", 512, "qwen2_0.5b", 256, 200.0, 70.0),
+            _record("h", "vit_l14", 336, "qwen2_0.5b", 576, 130.0, 140.0),
+            _record("h", "fastvithd", 512, "qwen2_1.5b", 64, 22.0, 40.0)]
+    t = headline_table(records_to_frame(recs))
+    ttft = {(r.config.encoder, r.config.resolution, r.config.llm): r.stages["ttft"].median for r in recs}
+    row = t[(t["token budget"] == "145-256 tokens") & (t["llm"] == "qwen2_0.5b")].iloc[0]
+    assert row["fastest configuration"] == "fastvithd@1024" and row["metric"] == "TTFT"
+    assert row["ViT baseline"] == "vit_l14@224 (256 tokens)" and row["ConvNeXt baseline"] == "convnext_l@512 (256 tokens)"
+    for fam, enc in (("ViT", ("vit_l14", 224)), ("ConvNeXt", ("convnext_l", 512))):
+        m = re.fullmatch(r"([\d.]+)x \[([\d.]+)x, ([\d.]+)x\]", row[f"speed-up over {fam}"])
+        assert m, row[f"speed-up over {fam}"]
+        point, low, high = map(float, m.groups())
+        assert point == pytest.approx(ttft[(*enc, "qwen2_0.5b")] / ttft[("fastvithd", 1024, "qwen2_0.5b")], rel=5e-3)
+        assert low <= point <= high and low < high
+    vit = t[t["token budget"] == "257-576 tokens"].iloc[0]
+    assert vit["fastest configuration"] == "vit_l14@336" and vit["ViT baseline"] == "(the fastest is one)"
+    assert vit["speed-up over ConvNeXt"] == ""  # no ConvNeXt in that budget
+    assert set(t["llm"]) == {"qwen2_0.5b", "qwen2_1.5b"}  # never compared across LLMs
+
+
+@pytest.fixture(scope="module")
+def rendered_default(tmp_path_factory):
+    """A report as a default run makes it: no accuracy file."""
+    from bench.report.render import render_report
+
+    root = tmp_path_factory.mktemp("repdef")
+    sweep = make_sweep(root, "default")
+    out = root / "reports" / "default"
+    return out, render_report(sweep, out)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent "
+                    "(apt-get install -y chromium) - browser rendering check not run")
+def test_report_order_in_headless_chromium(rendered_default):
+    """The report leads with what was measured: the headline table, then the claims, then paper
+    accuracy x measured latency (the first figure), and the paper-only plots last; checked on
+    the page as Chromium renders it."""
+    from bench.report.render import CLAIMS_TITLE, HEADLINE_TITLE, JOINED_LABEL, JOINED_TITLE, _slug
+
+    out, index = rendered_default
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars"]
+    with tempfile.TemporaryDirectory() as prof:
+        dom = subprocess.run([str(CHROMIUM), *flags, f"--user-data-dir={prof}", "--virtual-time-budget=5000",
+                              "--dump-dom", index.resolve().as_uri()], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    heads = re.findall(r'<h2 id="([^"]+)">([^<]*)</h2>', page)
+    ids = [h[0] for h in heads]
+    assert ids[:3] == [_slug(HEADLINE_TITLE), _slug(CLAIMS_TITLE), _slug(JOINED_TITLE)], ids
+    assert heads[-1][1].startswith("Paper-reported only"), heads[-1]
+    first_img = page.index("<img")
+    assert page.index(f'id="{_slug(JOINED_TITLE)}"') < first_img  # no figure before the measured ones
+    assert JOINED_LABEL in page[first_img:].split("</figure>")[0]  # the first figure: paper accuracy x measured latency
+    # paper-only plots and tables only in the last section
+    before = page[:page.index(f'id="{heads[-1][0]}"')]
+    assert ": paper-reported points (" not in before and "paper-reported points (" in page
+    # the headline table is the page's first table, and it holds the measured configurations
+    first_table = page[page.index("<table"):page.index("</table>")]
+    assert "fastest configuration" in first_table and "fastvithd@1024" in first_table
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")
+    shot = ARTIFACTS / "report_default_screenshot.png"
+    with tempfile.TemporaryDirectory() as prof:
+        run = subprocess.run([str(CHROMIUM), *flags, f"--user-data-dir={prof}", f"--screenshot={shot}",
+                              "--window-size=1280,2400", index.resolve().as_uri()],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    assert _png_is_not_blank(shot)

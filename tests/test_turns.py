@@ -136,4 +136,4 @@ def test_arrivals_of_finished_processes_do_not_count(tmp_path):
     assert json.loads(out)["n"] == 1  # the two earlier pids are in the file, but dead
     assert "only 1 of timing.turn_parties=2" in err
     assert 1.0 <= time.perf_counter() - t0 < 30
-    assert len((tmp_path / "reused.turn.arrivals").read_text().split()) == 1  # dead ones pruned
+    assert len((tmp_path / "reused.turn.arrivals").read_text().splitlines()) == 1  # dead ones pruned

@@ -24,6 +24,9 @@ model_args:
     tokenizer                  tokenizer folder (default: the checkpoint folder)
     device, dtype              as in the sweep: auto | cpu | cuda[:N];  auto | fp32 | bf16 | fp16
     projector, attn_implementation   as in the sweep (mlp2x_gelu, sdpa)
+    reduction, reduction.<param>     token reduction as in the sweep (``reduction=tome,reduction.tokens=64``;
+                               ``bench.models.reduction``); fastv/fastv_mask are refused here (they
+                               expect the visual tokens first, a chat prompt puts text before them)
     prompt                     ``chat`` (the tokenizer's chat template, image first in the user
                                turn, LLaVA-style) or ``plain`` (``<image>`` then the question);
                                default: chat when the tokenizer has a template
@@ -119,12 +122,13 @@ class FastVLMBench(lmms):
                  tokenizer: Optional[str] = None, device: str = "auto", dtype: str = "auto",
                  projector: str = "mlp2x_gelu", attn_implementation: str = "sdpa", prompt: Optional[str] = None,
                  max_new_tokens=128, timings_out: Optional[str] = None, batch_size=1, max_batch_size=None,
-                 **kwargs) -> None:
+                 reduction: str = "none", **kwargs) -> None:
         super().__init__()
         missing = [n for n, v in (("encoder", encoder), ("llm", llm), ("resolution", resolution)) if v in (None, "")]
         if missing:
             raise ValueError(f"fastvlm_bench: model_args need {', '.join(missing)} "
                              f"(e.g. encoder=fastvithd,llm=qwen2_0.5b,resolution=1024,checkpoint=PATH)")
+        reduction_params = {k.split(".", 1)[1]: kwargs.pop(k) for k in list(kwargs) if k.startswith("reduction.")}
         if kwargs:
             warnings.warn(f"fastvlm_bench: ignoring unknown model_args {sorted(kwargs)}")
         if _as_int(batch_size, "batch_size") != 1:
@@ -133,10 +137,18 @@ class FastVLMBench(lmms):
         from ..models.vlm import build_vlm
         from ..measure.timer import StageTimer
 
+        from ..models.reduction.base import check_reduction, conf_from_args, for_generation, point_params
+
+        reduction_conf = conf_from_args(str(reduction), reduction_params)
         self.model_args = dict(encoder=str(encoder), llm=str(llm), resolution=_as_int(resolution, "resolution"),
                                checkpoint=str(checkpoint) if checkpoint else None, device=str(device),
                                dtype=str(dtype), projector=str(projector),
-                               attn_implementation=str(attn_implementation))
+                               attn_implementation=str(attn_implementation), reduction=reduction_conf.name,
+                               reduction_params=point_params(reduction_conf))
+        bad = check_reduction(reduction_conf, self.model_args["encoder"], self.model_args["llm"],
+                              self.model_args["resolution"], False)
+        if bad:
+            raise ValueError("fastvlm_bench: " + "; ".join(bad))
         tok_dir = tokenizer or checkpoint
         if not tok_dir:
             raise ValueError("fastvlm_bench: give checkpoint=FOLDER (weights + tokenizer) or tokenizer=FOLDER")
@@ -148,6 +160,7 @@ class FastVLMBench(lmms):
             device=self.model_args["device"], dtype=self.model_args["dtype"],
             attn_implementation=self.model_args["attn_implementation"], projector=self.model_args["projector"],
             checkpoint=self.model_args["checkpoint"])
+        for_generation(reduction_conf, self.vlm)  # the same reduction knob as the sweep (reduction=NAME)
         vocab = self.vlm.llm.config.vocab_size
         if len(self.tokenizer) > vocab:
             raise ValueError(f"fastvlm_bench: tokenizer has {len(self.tokenizer)} tokens, the LLM only {vocab}")
@@ -267,7 +280,8 @@ class FastVLMBench(lmms):
             "model": MODEL_ID,
             "model_args": self.model_args,
             "encoder": self.model_args["encoder"], "resolution": self.model_args["resolution"],
-            "llm": self.model_args["llm"],
+            "llm": self.model_args["llm"], "reduction": self.model_args["reduction"],
+            "reduction_params": self.model_args["reduction_params"],
             "device": str(vlm.device), "dtype": str(vlm.dtype).replace("torch.", ""),
             "torch_device_name": torch.cuda.get_device_name(vlm.device) if vlm.device.type == "cuda" else "cpu",
             "visual_tokens": vlm.num_visual_tokens,

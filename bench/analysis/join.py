@@ -48,3 +48,24 @@ def join_efficiency_accuracy(results_df: pd.DataFrame, acc_long: pd.DataFrame
     um_res = ok[[tuple(k) not in acc_keys for k in ok[KEYS].astype(object).itertuples(index=False, name=None)]]
     um_acc = acc[[tuple(k) not in ok_keys for k in acc[KEYS].astype(object).itertuples(index=False, name=None)]]
     return (joined.reset_index(drop=True), um_res.reset_index(drop=True), um_acc.reset_index(drop=True))
+
+
+def paper_accuracy_measured_latency(ok: pd.DataFrame, benchmarks) -> pd.DataFrame:
+    """Paper-reported accuracy (the average over ``benchmarks``, per paper row) joined with the
+    latency measured here, for configurations that match exactly: encoder, resolution, LLM and
+    tiling (the paper's OneVision and LLaVA-NeXT rows tile; a square-image point of the same
+    encoder and resolution is another configuration). One row per (measured row, paper row);
+    columns of ``ok`` plus ``accuracy``, ``origin`` (the paper row) and ``source``."""
+    from .pareto import avg_accuracy
+    from .reference import PAPER, paper_accuracy_long, paper_tiling
+
+    avg = avg_accuracy(paper_accuracy_long(), benchmarks).dropna(subset=["accuracy"])
+    if ok is None or not len(ok) or not len(avg):
+        return pd.DataFrame(columns=list(ok.columns if ok is not None else []) + ["accuracy", "origin", "source"])
+    avg = _normalize_keys(avg)
+    avg["tiling"] = avg["origin"].map(paper_tiling)
+    avg["paper_row"] = avg["origin"].astype(str).str.replace(PAPER, "", regex=False).str.strip()
+    m = _normalize_keys(ok)
+    m["tiling"] = m["tiling"].fillna("none").astype(str) if "tiling" in m.columns else "none"
+    joined = m.merge(avg[KEYS + ["tiling", "accuracy", "origin", "source", "paper_row"]], on=KEYS + ["tiling"], how="inner")
+    return joined.reset_index(drop=True)

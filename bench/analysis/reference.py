@@ -29,6 +29,15 @@ ENCODER_BENCHMARKS = ("gqa", "textvqa", "pope", "docvqa", "seedbench_img")
 _RENAME = {"vision_encoder": "encoder", "encoder_latency_ms": "vision_latency_ms",
            "llm_prefill_ms": "prefill_ms"}
 _TABLE_NAMES = {"T1": "Table 1", "T4": "Table 4", "T10": "Table 10"}
+#: Table 6 rows whose image-to-token pipeline tiles the image (the rest feed one square image):
+#: LLaVA-OneVision's anyres_max_9 and LLaVA-NeXT's AnyRes, by the names of the tiling axis.
+PAPER_TILING = {"R2": "anyres_max_9", "R39": "anyres_next"}
+
+
+def paper_tiling(origin: str) -> str:
+    """The tiling mode of a paper configuration, from its ``origin`` (``... Table 6 R2``)."""
+    last = str(origin).split()[-1] if str(origin).split() else ""
+    return PAPER_TILING.get(last, "none") if " Table 6 " in f" {origin} " else "none"
 
 
 def _read(name: str) -> pd.DataFrame:

@@ -75,7 +75,7 @@ class ValidateCallback(Callback):
             base = config.copy()
             with open_dict(base):
                 del base["hydra"]
-            validate(to_bench_config(base))
+            validate(to_bench_config(base), swept)
             name, results_dir = str(config.name), str(config.results_dir)
             if "name" not in swept and "results_dir" not in swept:
                 cfg = BenchConfig(name=name, results_dir=results_dir)
@@ -133,8 +133,9 @@ class FinishCallback(Callback):
             return
         counts = df["status"].value_counts().to_dict()
         print(f"\nfastvlm-bench: {len(df)} records in {root}/results.csv ({counts})", file=sys.stderr)
-        cols = ["encoder", "resolution", "llm", "dtype", "visual_tokens", "vision_latency_ms", "projector_ms",
-                "prefill_ms", "ttft_ms", "status"]
+        reduced = "reduction" in df and bool((df["reduction"].fillna("none") != "none").any())
+        cols = ["encoder", "resolution", "llm", "dtype"] + (["reduction"] if reduced else []) + [
+                "visual_tokens", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms", "status"]
         with_cols = [c for c in cols if c in df]
         print(df[with_cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=sys.stderr)
         for _, row in df[df["status"] != STATUS_OK].iterrows():

@@ -19,14 +19,36 @@ from omegaconf import DictConfig, OmegaConf
 def count_jobs(sweeper_params: Dict[str, Any], task_overrides: List[str]) -> int:
     """How many jobs a basic-sweeper multirun will launch."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     args = [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + list(task_overrides or [])
     parsed = OverridesParser.create().parse_overrides(args)
     sizes: Dict[str, int] = {}
     for ov in parsed:
         key = ov.get_key_element()
-        sizes[key] = len(list(ov.sweep_string_iterator())) if ov.is_sweep_override() else 1
+        if ov.is_sweep_override() and isinstance(ov.value(), Glob):
+            sizes[key] = len(ov.value().filter(_group_options(ov.key_or_group)))
+        else:
+            sizes[key] = len(list(ov.sweep_string_iterator())) if ov.is_sweep_override() else 1
     return math.prod(sizes.values()) if sizes else 1
+
+
+def _group_options(group: str) -> List[str]:
+    """The options of a config group for a ``glob(...)`` sweep (``+claim_point=glob(*)``): those
+    in Hydra's ConfigStore and the YAML files of ``sweeps/<group>/``."""
+    from hydra.core.config_store import ConfigStore
+
+    from ..config import sweeps_dir
+
+    names = set()
+    try:
+        names |= {n[:-5] if n.endswith(".yaml") else n for n in ConfigStore.instance().list(group)}
+    except (IOError, OSError, ValueError, KeyError):
+        pass
+    folder = sweeps_dir() / group
+    if folder.is_dir():
+        names |= {p.stem for p in folder.glob("*.yaml")}
+    return sorted(names)
 
 
 def _fmt(seconds: float) -> str:
@@ -63,7 +85,12 @@ class ProgressCallback(Callback):
         eta = ""
         if self.measured_s and left is not None:
             eta = f" | ETA {_fmt(sum(self.measured_s) / len(self.measured_s) * left)}"
-        point = f"{config.encoder.name}@{config.resolution}px + {config.llm.name}"
+        tiling = config.get("tiling") or {}
+        tiled = tiling.get("name", "none") != "none"
+        size = config.get("image_size") if tiled and config.get("image_size") else f"{config.resolution}"
+        red = config.get("reduction") if hasattr(config, "get") else getattr(config, "reduction", None)
+        red = (f" {red.name}->{red.get('tokens', 0) or ''}" if red is not None and red.get("name", "none") != "none" else "")
+        point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''}{red} + {config.llm.name}"
         print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
               f"{eta}", file=sys.stderr, flush=True)
 

@@ -2,42 +2,27 @@
 
 :func:`run_point` is what the Hydra app (:mod:`bench.app`) calls once per point. Around the
 measurement (:mod:`bench.measure.scenario`) it handles what a shared results folder and a
-cluster need: a point claimed by another live process is skipped, SIGTERM (preemption)
-ends the point with an ``error`` record instead of a half-written one, and a test-only
+cluster need: a point claimed by another live process is skipped, SIGTERM (preemption),
+SIGINT (Ctrl-C) and SIGHUP (a closed terminal) end the point with an ``error`` record naming the
+signal instead of a half-written one (:mod:`bench.measure.interrupt`), and a test-only
 barrier lets N processes write their records at the same moment.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict
 
-from ..config import BenchConfig, ConfigError, validate
+from ..config import BenchConfig, ConfigError, unusual, validate
 from ..results.records import STATUS_ERROR, STATUS_OK, Record
 from ..results.store import ResultsStore
+from .interrupt import PointInterrupted, interrupt_on_signals
 
 log = logging.getLogger("fastvlm_bench")
-
-
-class PointInterrupted(Exception):
-    """SIGTERM arrived while a point was being measured (Slurm preemption, scancel, requeue).
-
-    Raised by the handler :func:`run_point` installs, so the point stops at once and
-    no ``ok`` record is written. An Exception (not a BaseException) so that submitit still
-    writes its result file and the sweep's driver learns that the job ended. In the driver
-    itself (Hydra's basic launcher) :func:`bench.app.run` turns it into the end of the sweep.
-    """
-
-    #: Wrappers of errors (a backend naming its stage) let it through as it is: the point is
-    #: interrupted, not failed (bench.models.backends.base).
-    interrupts_point = True
 
 
 #: Summary statuses of points that leave no record of this run.
@@ -66,6 +51,8 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
 
     validate(cfg)
     check_results_dir(cfg)
+    for text in unusual(cfg):
+        log.warning("unusual setting: %s", text)
     try:
         point = resolve_point(cfg)
     except DeviceUnavailableError as exc:
@@ -91,7 +78,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
             log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
             return {"point_id": pid, "status": rec.status, "resumed": True}
         try:
-            with _interrupt_on_sigterm():
+            with interrupt_on_signals():
                 rec = measure_point(cfg, point)
         except PointInterrupted as exc:
             _record_interruption(cfg, point, store, exc)
@@ -117,31 +104,11 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
 
 def fail(message: str, code: int) -> None:
     """The one-line error of every sweep failure: ``fastvlm-bench: error: ...``, exit ``code``."""
-    print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
-
-
-@contextlib.contextmanager
-def _interrupt_on_sigterm():
-    """While measuring, SIGTERM raises ``PointInterrupted`` (the previous handler is restored).
-
-    submitit installs a handler that only logs SIGTERM (Slurm then kills the job after
-    KillWait, possibly mid-point); ours ends the point cleanly instead. Writing the record
-    after the measurement runs under the previous handler: the atomic write finishes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise PointInterrupted(f"interrupted by {signal.Signals(signum).name} while measuring "
-                               "(preempted, cancelled or requeued); re-measured on the next run")
-
-    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        print(f"fastvlm-bench: error: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # SIGHUP: the terminal is gone; the exit status still says it
+        pass
+    raise SystemExit(code)
 
 
 def _record_interruption(cfg: BenchConfig, point, store: ResultsStore, exc: Exception) -> None:

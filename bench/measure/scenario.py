@@ -22,9 +22,12 @@ from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm,
 from ..models.backends import get_backend
 from ..models.llms import NO_LLM
 from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target_stage
+from ..models.tiling import plan_for, source_image
+from ..models.reduction import NONE, method_of, point_params
+from ..models.reduction.base import to_conf
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .runner import PointInterrupted
+from .interrupt import PointInterrupted
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
@@ -100,9 +103,11 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     threads = None if cuda else resolve_threads(cfg.threads)
     backend_name = "compile" if cfg.compile and cfg.backend.name == "eager" else cfg.backend.name
     backend = get_backend(backend_name)
+    reduction = to_conf(cfg.reduction)
     # Encoder only: the LLM-side knobs (projector, prompt, attention) change nothing that runs,
     # so they are null in the point (and its id), not the values of parts that were never built.
-    return PointConfig(encoder=cfg.encoder.name, resolution=int(cfg.resolution), llm=cfg.llm.name,
+    resolution, tiling, tile_size, image_size = resolve_image(cfg)
+    return PointConfig(encoder=cfg.encoder.name, resolution=resolution, llm=cfg.llm.name,
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=None if encoder_only else cfg.prompt_tokens,
                        attn_implementation=None if encoder_only else str(cfg.attn_implementation),
@@ -116,7 +121,29 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
                        extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
                        backend=backend_name, backend_stages=backend.stages(cfg),
-                       backend_options=backend.options(cfg, threads, dtype_name(dt)))
+                       backend_options=backend.options(cfg, threads, dtype_name(dt)),
+                       tiling=tiling, tile_size=tile_size, image_size=image_size,
+                       reduction=reduction.name, reduction_params=point_params(reduction))
+
+
+def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:
+    """``(resolution, tiling, tile_size, image_size)`` of a point.
+
+    Without tiling: ``(resolution, "none", None, None)``, as before. With tiling, the tile size
+    is ``tiling.tile`` or the encoder's native input size (None when it has none: the point is
+    then skipped with the reason), and ``image_size`` is resolved to ``WxH`` (``photo`` to the
+    photo's own size) with ``resolution`` its longer side; a square image of ``resolution``
+    px is recorded as ``image_size`` null, so ``image_size=1152x1152`` is the point
+    ``resolution=1152``.
+    """
+    from ..models.tiling import image_wh
+
+    tiling = str(cfg.tiling.name)
+    if tiling == "none":
+        return int(cfg.resolution), tiling, None, None
+    tile = cfg.tiling.tile or get_encoder_spec(cfg.encoder.name).native_resolution
+    w, h = image_wh(int(cfg.resolution), cfg.image_size)
+    return max(w, h), tiling, (int(tile) if tile else None), (None if w == h else f"{w}x{h}")
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -169,7 +196,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     rec.encoder_channels = enc_spec.channels
     rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
     try:
-        rec.visual_tokens = enc_spec.num_tokens(point.resolution)
+        plan = _visual_tokens(point, rec, enc_spec)
         if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
             raise InvalidResolutionError(
                 f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
@@ -178,6 +205,9 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
         return rec
+    if plan is not None:
+        rec.tiling_grid, rec.tiles, rec.tile_tokens = plan.grid, plan.tiles, plan.tile_tokens
+        rec.tiling_merged_grid = plan.merged_grid
     vlm = others = None
     freeze_long_lived_objects()
     # Interleaved with other processes (timing.turns): hold the machine from here on.
@@ -188,9 +218,12 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         if pinned is not None:
             rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
         others = OtherCpuUse() if dev.type == "cpu" else None
-        vlm, info = build_vlm(point.encoder, point.llm, point.resolution, point.device, point.dtype,
+        # a tiled point's encoder is built for its tiles, not for the whole image
+        vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device, point.dtype,
                               point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom, keep_llm=True)
+                              memory_headroom=cfg.memory_headroom, keep_llm=True,
+                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
+                              tiles=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None)
         if others is not None:  # other processes' CPU use over the build, then over the measurement
             rec.device_info["before"] = others.read()
             warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
@@ -207,7 +240,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     except torch.OutOfMemoryError as exc:
         rec.status, rec.message = STATUS_ERROR, f"out of memory: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a broken point must not end the sweep
-        if isinstance(exc, PointInterrupted):  # SIGTERM (runner._interrupt_on_sigterm): the point ends here
+        if isinstance(exc, PointInterrupted):  # a signal (bench.measure.interrupt): the point ends here
             raise
         rec.status = STATUS_ERROR
         rec.message = f"{type(exc).__name__}: {exc}".strip()
@@ -225,6 +258,23 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
+def _visual_tokens(point: PointConfig, rec: Record, enc_spec):
+    """The analytic visual tokens reaching the LLM (after the point's tiling and token
+    reduction), the encoder's own count when a reduction changes it, and per LLM layer for
+    in-LLM methods. Returns the tiling plan (None untiled)."""
+    plan = plan_for(point)  # a tiling mode's count: tiles, base image, unpad and newline tokens
+    n = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
+    method, conf = method_of(point)
+    rec.visual_tokens = method.tokens_to_llm(conf, n, enc_spec)
+    if method.name != NONE:
+        rec.visual_tokens_encoder = n
+        rec.reduction_overhead_in = method.where
+        if point.llm != NO_LLM:
+            layers = int(get_llm_spec(point.llm).config["num_hidden_layers"])
+            rec.llm_visual_tokens_per_layer = method.llm_tokens_per_layer(conf, rec.visual_tokens, layers) or []
+    return plan
+
+
 def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[str, Optional[float]]:
     """FLOPs of every stage for one batch, counted on fake tensors by walking the pipeline in
     order (each stage sees the fake outputs of the ones before), plus ``ttft``: their sum.
@@ -236,7 +286,8 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
     out: Dict[str, Optional[float]] = {}
     for st in pipe.stages:
         if st.name == "prefill":
-            key = (point.llm, point.attn_implementation, st.owner, tuple(flow.embeds.shape), tuple(flow.ids.shape))
+            key = (point.llm, point.attn_implementation, st.owner, point.reduction_params, tuple(flow.embeds.shape),
+                   tuple(flow.ids.shape))
             if key in _PREFILL_FLOPS:
                 out[st.name] = _PREFILL_FLOPS[key]
                 continue
@@ -264,16 +315,16 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
 
     taken_before = turns.taken_by_others
     dev = torch.device(point.device)
-    images = [load_sample_image()] * point.batch_size
-    pixels = vlm.preprocess(images)
+    pipe = build_pipeline(vlm, point)
+    rec.pipeline = pipe.owners()
+    images = [source_image(point, load_sample_image())] * point.batch_size
+    pixels = pipe.preprocess(images)
     if point.channels_last and get_encoder_spec(point.encoder).kind == "conv":
         vlm.encoder = vlm.encoder.to(memory_format=torch.channels_last)
     to_encoder = ((lambda px: px.contiguous(memory_format=torch.channels_last)) if point.channels_last
                   else (lambda px: px))
     pixels = to_encoder(pixels)
     ids = vlm.prompt_ids(point.batch_size, point.prompt_tokens)
-    pipe = build_pipeline(vlm, point)
-    rec.pipeline = pipe.owners()
     rule = cfg.timing
     rec.target_stage = target_stage(pipe, rule.target_stage)
     if rec.target_stage != rule.target_stage:  # e.g. ttft on an encoder-only point: vision_latency
@@ -301,8 +352,9 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
 
     def check(v, p, logits) -> None:
         """On the first warm-up iteration (untimed, so no separate pass is paid for): the
-        visual tokens the model really produces, and finite outputs."""
-        rec.visual_tokens_measured = int(v.shape[1])
+        visual tokens the model really produces (what reaches the LLM: after the merge of a
+        tiling mode), and finite outputs."""
+        rec.visual_tokens_measured = int((p if p is not None else v).shape[1])  # encoder only: no projector
         _check_finite(point, visual_tokens=v, projector_output=p, logits=logits)
         if rec.visual_tokens_measured != rec.visual_tokens:
             log.warning("%s: the model produced %d visual tokens, the analytical count is %d", point.label(),
@@ -312,7 +364,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     def step(timer: StageTimer) -> None:
         if point.preprocess:
             with timer.stage("preprocess"):
-                px = to_encoder(vlm.preprocess(images))
+                px = to_encoder(pipe.preprocess(images))
                 extra("preprocess")
         else:
             px = pixels
@@ -329,17 +381,34 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))
     rec.stages = result.stages
+    _reduction_overhead(point, vlm, rec, pixels, ids)
     rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
     rec.iteration_probes = result.probes
     rec.disturbed_iterations = disturbed_iterations(result.probes)
     rec.turns_taken = turns.taken_by_others - taken_before if turns.path else None
+    if rec.turns_taken == 0:  # nobody took a turn: a run alone, not interleaved (compare will not pair it)
+        log.warning("timing.turns: no other process took a turn while %s was measured: it ran alone, not "
+                    "interleaved (turns_taken: 0)", point.label())
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb
     if energy is not None:
         rec.energy_per_inference_j = energy["joules_per_call"]  # one call = one batch
         rec.avg_power_w, rec.idle_power_w, rec.energy_loop_s = (energy["avg_power_w"], energy["idle_power_w"],
                                                                 energy["seconds"])
+
+
+def _reduction_overhead(point: PointConfig, vlm, rec: Record, pixels, ids) -> None:
+    """A token reduction's own time: its ``reduce`` stage's median, or for a method inside
+    another stage its work alone, measured by the method on this point's tensors."""
+    method, conf = method_of(point)
+    if method.name == NONE:
+        return
+    if method.where == "reduce":
+        st = rec.stages.get("reduce")
+        rec.reduction_overhead_ms = st.median if st else None
+    else:
+        rec.reduction_overhead_ms = method.overhead_ms(conf, vlm, pixels, ids)
 
 
 def _extra_operands(dev: torch.device):

@@ -50,6 +50,7 @@ import torch
 
 from ..config import TimingConf as StopRule
 from ..results.records import StageStats
+from .interrupt import raise_if_pending
 from .stats import summarize
 
 TIMING_MODES = ("pipelined", "isolated")
@@ -216,6 +217,7 @@ class StageTimer:
             with self.iteration(record=False) as times:
                 step(self)
             warm_times.append(target_ms(times))
+            raise_if_pending()  # a signal that landed where it could not be raised (bench.measure.interrupt)
             maybe_pass(False)
             spent = time.perf_counter() - t0 - paused
             if len(warm_times) >= rule.warmup and spent >= rule.warmup_seconds and \
@@ -242,6 +244,7 @@ class StageTimer:
                 if probe is not None:
                     probes.append(probe.end())
                 n += 1
+                raise_if_pending()
                 if on_iteration:
                     on_iteration(n)
                 maybe_pass(True)

@@ -50,6 +50,9 @@ ALONE_S = 0.05
 
 #: How long a process waits for its partners to arrive (``timing.turn_parties``) before going on.
 ARRIVAL_TIMEOUT_S = 120.0
+#: Test-only: seconds to wait for partners instead of ARRIVAL_TIMEOUT_S (a test of a partner
+#: that never arrives cannot wait two minutes).
+TEST_ARRIVAL_TIMEOUT_ENV = "FASTVLM_BENCH_TEST_ARRIVAL_TIMEOUT"
 
 
 def _open(path: str) -> int:
@@ -166,20 +169,42 @@ def held(path: Optional[str], parties: int = 1) -> Turns:
     return _HELD[key]
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> Optional[float]:
+    """The process's start time (psutil), or None when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # gone, or not ours to see
+        return None
 
 
-def _arrivals(fd: int) -> List[int]:
-    """The live pids in an arrivals file (dead ones are earlier runs that shared the path)."""
-    raw = os.pread(fd, 1 << 16, 0).decode(errors="replace").split()
-    return [pid for pid in dict.fromkeys(int(x) for x in raw if x.isdigit()) if _alive(pid)]
+def _arrivals(fd: int) -> List[str]:
+    """The live arrivals in an arrivals file, one ``"<pid> <start time>"`` line each.
+
+    A line counts only when its pid is alive *and* was started at the time the line says
+    (within a second), as claim files are checked (:func:`bench.results.store.claim_is_stale`):
+    a stale file naming a pid since reused by an unrelated process (pid 1, a long-lived daemon)
+    used to count as a partner, and the run started at once, alone. Lines without a start time
+    (written by an older version, or garbage) cannot be checked and do not count."""
+    raw = os.pread(fd, 1 << 16, 0).decode(errors="replace").splitlines()
+    live = []
+    for line in dict.fromkeys(ln.strip() for ln in raw if ln.strip()):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        try:
+            started = float(parts[1])
+        except ValueError:
+            continue
+        now = _start_time(int(parts[0]))
+        if now is not None and abs(now - started) <= 1.0:
+            live.append(line)
+    return live
+
+
+def _me() -> str:
+    return f"{os.getpid()} {_start_time(os.getpid()) or 0.0:.3f}"
 
 
 def arrive(path: str, parties: int, timeout_s: Optional[float] = None) -> int:
@@ -198,14 +223,15 @@ def arrive(path: str, parties: int, timeout_s: Optional[float] = None) -> int:
     """
     import logging
 
-    timeout_s = ARRIVAL_TIMEOUT_S if timeout_s is None else timeout_s
+    if timeout_s is None:
+        timeout_s = float(os.environ.get(TEST_ARRIVAL_TIMEOUT_ENV) or ARRIVAL_TIMEOUT_S)
     fd = _open(f"{path}.arrivals")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            live = _arrivals(fd) + [os.getpid()]
+            live = [a for a in _arrivals(fd) if a != _me()] + [_me()]
             os.ftruncate(fd, 0)
-            os.pwrite(fd, "".join(f"{pid}\n" for pid in live).encode(), 0)
+            os.pwrite(fd, "".join(f"{a}\n" for a in live).encode(), 0)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
         deadline = time.monotonic() + timeout_s

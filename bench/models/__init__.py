@@ -1,8 +1,26 @@
-"""Model zoo: encoder and LLM registries, projector, and the composed VLM."""
-from .encoders import ENCODERS, InvalidResolutionError, get_encoder_spec
-from .llms import LLMS, get_llm_spec
-from .vlm import VLM, InsufficientMemoryError, build_vlm
-from .backends import BACKENDS  # registers the backend axis in pipeline.AXES
+"""Model zoo: encoder, LLM and tiling registries, projector, and the composed VLM.
 
-__all__ = ["BACKENDS", "ENCODERS", "LLMS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
+The names below are loaded on first use (PEP 562): importing a command module that lives here
+(``bench.models.command``, for the CLI's parser) must not import torch and timm, which took
+most of the start-up time of ``compare``, ``collect`` and every ``--help``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"ENCODERS": ".encoders", "InvalidResolutionError": ".encoders", "get_encoder_spec": ".encoders",
+            "LLMS": ".llms", "get_llm_spec": ".llms",
+            "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm", "TILINGS": ".tiling",
+            "BACKENDS": ".backends"}
+
+__all__ = ["BACKENDS", "ENCODERS", "LLMS", "TILINGS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
            "get_encoder_spec", "get_llm_spec"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``fastvlm-bench list``: the encoders and LLMs known to the registries."""
+"""``fastvlm-bench list``: the encoders, LLMs and tiling modes known to the registries."""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +7,14 @@ NAME = "list"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(NAME, help="encoders and LLMs known to the registry",
-                              description="List the registered encoders and LLMs.")
+    p = subparsers.add_parser(NAME, help="encoders, LLMs and tiling modes known to the registry",
+                              description="List the registered encoders, LLMs and tiling modes.")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import ENCODERS, LLMS
+    from . import ENCODERS, LLMS, TILINGS
     from .materialize import count_parameters, meta_parameters
 
     print("encoders (name: channels, stride/patch, paper resolutions):")
@@ -29,4 +29,9 @@ def run(args: argparse.Namespace) -> int:
             n = count_parameters(s.build())
         print(f"  {name:15s} {s.hidden_size:5d} hidden {s.config['num_hidden_layers']:3d} layers "
               f"{n / 1e9:6.2f} B  {s.description}")
+    print("tilings (tiling=name: grids of tiles, budget):")
+    for name in TILINGS.names():
+        t = TILINGS.get(name)
+        budget = f"max {t.max_tiles} tiles" if t.max_tiles else "-"
+        print(f"  {name:15s} {len(t.grids):3d} grids {budget:12s} {t.description}")
     return 0

@@ -59,10 +59,20 @@ class Stage:
 
 
 class Pipeline:
-    """The stages of one point, in order. Plug-ins edit it; the timer walks it."""
+    """The stages of one point, in order. Plug-ins edit it; the timer walks it.
 
-    def __init__(self, stages: Iterable[Stage]):
+    ``preprocess`` (PIL images -> the encoder's input tensor) is not a stage of the walk: it is
+    timed on its own, outside TTFT, only with ``preprocess=true``, and the untimed passes (FLOPs,
+    energy) start from its output. A plug-in that changes what the encoder sees (tiling: the
+    tiles plus a base image) replaces it and names itself in ``preprocess_owner``. ``extras``
+    is what a plug-in wants the point's record to know (a tiling plan).
+    """
+
+    def __init__(self, stages: Iterable[Stage], preprocess: Optional[Callable[[Any], torch.Tensor]] = None):
         self.stages: List[Stage] = list(stages)
+        self.preprocess = preprocess
+        self.preprocess_owner = "vlm"
+        self.extras: Dict[str, Any] = {}
 
     def names(self) -> List[str]:
         return [s.name for s in self.stages]
@@ -120,8 +130,9 @@ def base_pipeline(vlm) -> Pipeline:
         f.token.cpu()
 
     if vlm.llm is None:
-        return Pipeline([Stage("vision_latency", encode)])
-    return Pipeline([Stage("vision_latency", encode), Stage("projector", project), Stage("prefill", prefill)])
+        return Pipeline([Stage("vision_latency", encode)], preprocess=vlm.preprocess)
+    return Pipeline([Stage("vision_latency", encode), Stage("projector", project), Stage("prefill", prefill)],
+                    preprocess=vlm.preprocess)
 
 
 def end_to_end(pipe: Pipeline) -> Optional[tuple]:
@@ -153,6 +164,8 @@ AXES: List[Callable[[Pipeline, Any, Any], None]] = []
 
 def build_pipeline(vlm, point) -> Pipeline:
     """The pipeline of ``point`` (a :class:`~bench.results.records.PointConfig`) on ``vlm``."""
+    from . import tiling  # noqa: F401  (registers its axis in AXES on first import)
+
     pipe = base_pipeline(vlm)
     for apply in AXES:
         apply(pipe, vlm, point)

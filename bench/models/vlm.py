@@ -19,13 +19,15 @@ from torch import nn
 from .encoders import VisionEncoder, get_encoder_spec
 from .llms import NO_LLM, get_llm_spec
 from .materialize import count_parameters, materialize, meta_parameters
+from .memory import working_set_bytes
 from .projector import build_projector
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class InsufficientMemoryError(RuntimeError):
-    """The device lacks the memory for the model's parameters (checked before allocating)."""
+    """The device lacks the memory for the point: its parameters and one iteration's working set
+    (input, activations, KV cache), checked before allocating."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,6 +85,8 @@ class VLM(nn.Module):
         self.projector = projector
         self.llm = llm
         self.encoder_name, self.llm_name, self.resolution = encoder_name, llm_name, resolution
+        #: a token reduction's own stage for :meth:`generate` (``bench.models.reduction.base.for_generation``)
+        self.reduce_visual: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def encoder_only(self) -> bool:
@@ -164,6 +168,9 @@ class VLM(nn.Module):
             feats = self.encode(pixels)
         with stage("projector"):
             vis = self.project(feats)
+        if self.reduce_visual is not None:
+            with stage("reduce"):
+                vis = self.reduce_visual(vis)
         with stage("prefill"):
             out = self._llm_prefill(torch.cat([emb(prefix_ids), vis.to(self.dtype), emb(suffix_ids)], dim=1))
             nxt = out.logits[:, -1, :].argmax(dim=-1)
@@ -225,10 +232,18 @@ def _kept_llm(key) -> Optional[nn.Module]:
 
 def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dtype: str = "auto",
               attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
-              checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False):
+              checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False,
+              batch_size: int = 1, prompt_tokens: int = 32, tiles: int = 1, llm_tokens: Optional[int] = None):
     """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
 
-    Unknown names and impossible resolutions raise before anything is allocated.
+    A tiled point (``bench.models.tiling``) builds its encoder for one tile (``resolution``)
+    and says how many encoder inputs an image makes (``tiles``) and how many visual tokens its
+    LLM gets (``llm_tokens``), so that the memory check counts its real working set.
+
+    Unknown names and impossible resolutions raise before anything is allocated, and so does
+    a point that cannot fit (:class:`InsufficientMemoryError`): its parameters plus one
+    iteration's working set for ``batch_size`` and ``prompt_tokens`` (input, activations, KV
+    cache; :mod:`bench.models.memory`), times ``memory_headroom``, against the free memory.
 
     ``keep_llm=True`` (the sweep's points, one after another in a process) keeps the LLM and
     hands the same module to the next build with the same LLM, device, dtype and attention,
@@ -240,7 +255,7 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     (and loads) its own.
 
     ``llm="none"`` (:data:`~bench.models.llms.NO_LLM`) builds the encoder alone: no projector,
-    no LLM, and the memory check counts the encoder's parameters only.
+    no LLM, and the memory check counts the encoder's parameters, input and output only.
     """
     t0 = time.perf_counter()
     encoder_only = llm == NO_LLM
@@ -269,12 +284,18 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     vlm = VLM(enc, proj, lm, encoder, llm, resolution).eval()
     elem = torch.empty((), dtype=dt).element_size()
     need = count_parameters(vlm) * elem
-    new = need - (count_parameters(lm) * elem if kept else 0)  # a kept LLM's memory is already in use
+    work = working_set_bytes(resolution, enc_spec.num_tokens(resolution), enc_spec.channels,
+                             getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation,
+                             encoder_inputs=tiles, llm_tokens=llm_tokens)
+    new = need - (count_parameters(lm) * elem if kept else 0) + work.total  # a kept LLM's memory is in use
     have = available_memory_bytes(dev)
     if new * memory_headroom > have:
+        gib = lambda x: f"{x / 2**30:.3g}"  # noqa: E731
         raise InsufficientMemoryError(
-            f"{encoder}+{llm} needs ~{need * memory_headroom / 2**30:.1f} GiB for parameters in "
-            f"{dtype_name(dt)} on {dev}, only {have / 2**30:.1f} GiB available")
+            f"{encoder}+{llm} at batch {batch_size} needs ~{gib((need + work.total) * memory_headroom)} GiB in "
+            f"{dtype_name(dt)} on {dev} (parameters {gib(need)} + input {gib(work.input)} + activations "
+            f"{gib(work.activations)} + KV cache {gib(work.kv_cache)} GiB, x{memory_headroom:g} headroom), "
+            f"only {gib(have)} GiB available")
     for part in ((vlm.encoder, vlm.projector) if kept else (vlm,)):  # an encoder-only vlm is its encoder
         materialize(part, dev, dt)
     if checkpoint:

@@ -41,6 +41,20 @@ def registry_token_count(encoder: str, resolution: int) -> int:
     return int(get_encoder_spec(encoder).num_tokens(int(resolution)))
 
 
+def row_token_count(row: Mapping[str, Any], count: "TokenCounter") -> int:
+    """A row's analytical count: ``count(encoder, resolution)`` untiled; a tiled row's merged
+    count from its tiling knobs (bench.models.tiling), which the encoder's formula does not know."""
+    tiling = normalize_value(row.get("tiling")) or "none"
+    enc, res = str(normalize_value(row.get("encoder"))), int(normalize_value(row.get("resolution")))
+    if tiling == "none":
+        return int(count(enc, res))
+    from ..models.tiling import visual_tokens
+
+    tile = normalize_value(row.get("tile_size"))
+    return int(visual_tokens(enc, res, str(tiling), None if tile is None else int(tile),
+                             normalize_value(row.get("image_size"))))
+
+
 def _matches(row: Mapping[str, Any], select: Mapping[str, Any]) -> bool:
     return all(normalize_value(row.get(k)) == normalize_value(v) for k, v in select.items())
 
@@ -128,7 +142,7 @@ def check_visual_tokens(ctx: GateContext) -> List[Check]:
         enc, res, got = normalize_value(r.get("encoder")), normalize_value(r.get("resolution")), measured_tokens(r)
         required, detail, passed = "?", "", False
         try:
-            expected = ctx.count(str(enc), int(res))
+            expected = row_token_count(r, ctx.count)
             required, passed = str(expected), got is not None and int(got) == expected
             if got is None:
                 detail = "no measured token count (visual_tokens_measured; results older than schema 2?)"

@@ -38,12 +38,24 @@ sets one value for all):
 
 Improvements symmetrically.
 
+**Runs their own records doubt** (:mod:`bench.regress.quality`). A run with disturbed timed
+iterations (another process used the CPUs, or the GPU throttled), or that stopped on its budget
+with an interval more than twice its target, is named on every row it enters (the ``Quality``
+column), listed under the table with its source, and counted in the verdict line; the JSON
+carries it per comparison (``quality``) and in all (``flagged_runs``, ``flagged``). With
+``--strict`` such a comparison is refused (exit 2): on a CI runner shared with other jobs, a
+ratio of two loaded runs is mostly the load.
+
 **Stacks.** Ratios mix the change under test with any change of machine or software. When the
 sides differ in device, threads, dtype or the versions of torch, transformers, timm or a
 deployment runtime (onnxruntime, openvino, onnx, onnxscript), ``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
 partner. A different lock or installed stack (``env_lock_sha256``/``env_stack_sha256``) warns.
 
-Exit status: 1 when any regression is flagged, 0 otherwise, 2 for bad input.
+Fractions (``--threshold``, ``--noise-floor``, ``--metric-threshold``) are fractions, 0.05 = 5 %:
+a value of 1 or more is refused, and a legal but loose one (above 0.25) is warned about.
+
+Exit status: 1 when any regression is flagged, 0 otherwise, 2 for bad input (and for runs
+refused by ``--strict``).
 """
 from __future__ import annotations
 
@@ -57,6 +69,8 @@ from ..results.records import BACKEND_VERSION_KEYS, POINT_KEYS
 from .rows import (RUN_COLUMN, as_float, effective_match_keys, json_safe, load_results, match_rows, normalize_value,
                    not_ok_rows, ok_rows, parse_fraction, parse_list, row_key, row_label, row_samples, varying_keys,
                    write_output)
+from .quality import describe as describe_flag
+from .quality import flags as run_flags
 from .stats import IMPROVEMENT, REGRESSION, UNDEFINED, paired_ratio_ci, ratio_ci, verdict
 
 #: Paired on: every point key but those describing the machine, not the configuration.
@@ -104,6 +118,7 @@ METRICS: Dict[str, MetricSpec] = {
     # not compared by default, available through --metrics
     "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
     "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
+    "merge": MetricSpec("merge", ("merge_ms",), "merge_samples_ms"),  # tiled points only
 }
 DEFAULT_METRICS: Tuple[str, ...] = ("vision_latency", "prefill", "ttft", "visual_tokens", "peak_memory")
 #: Default thresholds per metric where the global one does not fit: peak RSS on a CPU differs by
@@ -245,9 +260,13 @@ def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
     m = match_rows(b_ok, c_ok, keys)
     extra = varying_keys(b_ok + c_ok, [k for k in keys if k not in ("encoder", "resolution")])
     comparisons = []
+    flagged: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
     for key, b_rows, c_rows in m.pairs:
         label = row_label(b_rows[0], extra)
         pairs = interleaved_pairs(b_rows, c_rows)
+        quality = run_flags(b_rows, "base") + run_flags(c_rows, "candidate")
+        for f in quality:
+            flagged[(f["side"], f["run"], f["label"])] = f
         floor = noise_floor if noise_floor is not None else point_noise_floor(len(b_rows), len(c_rows),
                                                                                pairs is not None)
         for name in metrics:
@@ -257,7 +276,7 @@ def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
                 continue
             thr = metric_thresholds.get(name, threshold)
             res.update(config=dict(zip(keys, key)), label=label, threshold=thr, lower_is_better=spec.lower_is_better,
-                       noise_floor=floor, interleaved=pairs is not None,
+                       noise_floor=floor, interleaved=pairs is not None, quality=quality,
                        verdict=verdict(res["ratio"], res["ci_low"], res["ci_high"], thr, floor, spec.lower_is_better))
             comparisons.append(res)
 
@@ -279,6 +298,9 @@ def compare_tables(base_df, cand_df, match_on: Sequence[str] = DEFAULT_MATCH_ON,
         "metric_thresholds": metric_thresholds, "noise_floor": noise_floor, "resamples": n_resamples,
         "confidence": confidence, "seed": seed, "runs_base": n_runs(base_df), "runs_candidate": n_runs(cand_df),
         "matched": len(m.pairs), "comparisons": comparisons,
+        "methods": {meth: sum(1 for c in comparisons if c["method"] == meth)
+                    for meth in sorted({c["method"] for c in comparisons})},
+        "flagged_runs": list(flagged.values()), "flagged": len(flagged),
         "regressions": sum(1 for c in comparisons if c["verdict"] == REGRESSION),
         "improvements": sum(1 for c in comparisons if c["verdict"] == IMPROVEMENT),
         "undefined": sum(1 for c in comparisons if c["verdict"] == UNDEFINED),
@@ -366,8 +388,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help=f"default: {','.join(DEFAULT_METRICS)}; known: {','.join(METRICS)}")
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD), help="smallest change reported, as a fraction "
                    f"(default {DEFAULT_THRESHOLD})")
-    p.add_argument("--noise-floor", default=None, help="the interval must also clear 1 +- this (default, per "
-                   f"point: {NOISE_FLOOR_RULE})".replace("%", "%%"))  # argparse %-formats help
+    # argparse formats help with %: the rule's own % signs must be doubled
+    p.add_argument("--noise-floor", default=None, help="the interval must also clear 1 +- this, a fraction "
+                   f"(default, per point: {NOISE_FLOOR_RULE.replace('%', '%%')})")
     p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=FRACTION",
                    help="per-metric threshold, e.g. ttft=0.10 (repeatable)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 2000)")
@@ -378,7 +401,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, metavar="FILE", help="write a Markdown report (PR comment)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON")
     p.add_argument("--strict", action="store_true", help="refuse sides measured on different devices, threads, "
-                   "dtypes or library versions (exit 2), and fail (exit 1) when a row has no partner")
+                   "dtypes or library versions, or holding runs whose records call them disturbed or stopped on the "
+                   "budget far from their target (exit 2), and fail (exit 1) when a row has no partner")
     p.set_defaults(func=run)
     return p
 
@@ -397,7 +421,8 @@ def run(args) -> int:
     if unknown or not metrics:
         raise InputError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
     if args.resamples < 1 or not 0 < args.confidence < 1:
-        raise InputError("--resamples must be at least 1 and --confidence strictly between 0 and 1")
+        raise InputError(f"--resamples must be at least 1 and --confidence strictly between 0 and 1 (a fraction, "
+                         f"0.95 = 95 %), got {args.resamples} and {args.confidence:g}")
     if args.candidate is None and not args.baseline_encoder:
         raise InputError("CANDIDATE is required unless --baseline-encoder is given")
 
@@ -415,7 +440,18 @@ def run(args) -> int:
         if args.strict and result["incomparable"]:
             raise InputError("refusing to compare (--strict): " + "; ".join(result["incomparable"]))
         if result["matched"] == 0:
+            twice = [(side, a) for side in ("base", "candidate") for a in result[f"ambiguous_{side}"]]
+            if twice:
+                side, a = twice[0]
+                raise InputError(f"{side.upper()} holds the same point more than once in one run ({a['label']}; "
+                                 f"{len(twice)} such row(s)): give each run its own folder or table, or add the "
+                                 "key that tells them apart to --match-on")
             raise InputError(f"no ok rows matched between BASE and CANDIDATE on {', '.join(result['match_on'])}")
+        if args.strict and result["flagged"]:
+            raise InputError(f"refusing to decide (--strict): {result['flagged']} compared run(s) are disturbed or "
+                             "stopped on the budget far from their target: "
+                             + "; ".join(describe_flag(f) for f in result["flagged_runs"][:3])
+                             + (" ..." if result["flagged"] > 3 else ""))
         payload["comparison"] = result
         text.append(render_compare_text(result, args.base, args.candidate))
         md.append(render_compare_markdown(result, args.base, args.candidate))

@@ -8,8 +8,12 @@ against the architecture's formula, rows present and exact token factors at matc
 resolutions, the target encoder's minimum speed-ups over baseline encoders (on the lower bound
 of the 95 % interval), and the token-matched set.
 
+Rows whose records call them disturbed, or that stopped on the budget far from their target
+interval (:mod:`bench.regress.quality`), are listed by name before the verdict, and in the JSON
+(``flagged_rows``); ``--strict`` refuses to gate them (exit 2).
+
 Exit status: 0 when every check passes, 1 when any fails, 2 for bad input (missing or malformed
-results or config), each reported as one line.
+results or config, or rows refused by ``--strict``), each reported as one line.
 """
 from __future__ import annotations
 
@@ -18,9 +22,13 @@ import json
 from dataclasses import asdict
 from typing import Any, Dict, List
 
+from ..config import InputError
+
 from .checks import CHECKS, Check, GateContext, RowFinder, TokenCounter, registry_token_count
 from .gate_config import DEFAULT_CONFIG, GateConfig, load_gate_config, resolve_config_path
-from .rows import json_safe, load_results, write_output
+from .quality import describe
+from .quality import flags as quality_flags
+from .rows import json_safe, load_results, ok_rows, write_output
 
 
 def run_gate(df, config: GateConfig, count: TokenCounter = registry_token_count) -> Dict[str, Any]:
@@ -33,7 +41,8 @@ def run_gate(df, config: GateConfig, count: TokenCounter = registry_token_count)
     if not checks:
         checks.append(Check("present", "results", "0 ok rows", "rows to check", False, "nothing to check"))
     failed = [c for c in checks if not c.passed]
-    return json_safe({"passed": not failed, "n_checks": len(checks), "n_failed": len(failed), "target": config.target,
+    flagged = quality_flags(ok_rows(df), "results")
+    return json_safe({"flagged_rows": flagged, "flagged": len(flagged), "passed": not failed, "n_checks": len(checks), "n_failed": len(failed), "target": config.target,
                       "select": dict(config.select), "checks": [asdict(c) for c in checks],
                       "token_matched": ctx.token_matched_info,
                       "token_matched_tokens": config.token_matched.visual_tokens if config.token_matched else None})
@@ -46,6 +55,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"gate thresholds (default {DEFAULT_CONFIG})")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the gate report as Markdown")
     p.add_argument("--json", default=None, metavar="FILE", help="write the gate result as JSON")
+    p.add_argument("--strict", action="store_true", help="refuse (exit 2) results holding rows whose records call "
+                   "them disturbed or stopped on the budget far from their target")
     p.set_defaults(func=run)
     return p
 
@@ -54,7 +65,13 @@ def run(args) -> int:
     from .render import render_gate_markdown, render_gate_text
 
     config = load_gate_config(args.config)
-    result = run_gate(load_results(args.results, "RESULTS"), config)
+    df = load_results(args.results, "RESULTS")
+    flagged = quality_flags(ok_rows(df), "results")
+    if getattr(args, "strict", False) and flagged:  # before the checks: they would decide on these rows
+        raise InputError(f"refusing to gate (--strict): {len(flagged)} row(s) are disturbed or stopped on the "
+                         "budget far from their target: " + "; ".join(describe(f) for f in flagged[:3])
+                         + (" ..." if len(flagged) > 3 else ""))
+    result = run_gate(df, config)
     result.update(results=str(args.results), config=str(resolve_config_path(args.config)))
     print(render_gate_text(result, args.results))
     if args.markdown:

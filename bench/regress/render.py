@@ -40,7 +40,20 @@ _SECTIONS = (("unmatched_base", "only in base"), ("unmatched_candidate", "only i
              ("ambiguous_candidate", "ambiguous in candidate (several rows of one run share a key)"))
 
 
+def _flagged(result: Dict[str, Any]) -> bool:
+    return bool(result.get("flagged"))
+
+
+def _cmp_headers(result: Dict[str, Any]) -> Tuple[Tuple[str, ...], str]:
+    """The table's columns: a ``Quality`` column only when a compared run is flagged."""
+    if _flagged(result):
+        return _CMP_HEADERS + ("Quality",), _CMP_ALIGN + "l"
+    return _CMP_HEADERS, _CMP_ALIGN
+
+
 def _cmp_rows(result: Dict[str, Any], verdicts: Mapping[str, str]) -> List[List[str]]:
+    from .quality import short
+
     rows = []
     for c in result["comparisons"]:
         note = f" ({c['note']})" if c.get("note") and c["verdict"] == UNDEFINED else ""
@@ -48,6 +61,8 @@ def _cmp_rows(result: Dict[str, Any], verdicts: Mapping[str, str]) -> List[List[
         rows.append([c["label"], metric, fmt_value(c["base"], c["unit"]), fmt_value(c["candidate"], c["unit"]),
                      fmt_ratio(c["ratio"]), fmt_change(c["ratio"]), fmt_ci(c["ci_low"], c["ci_high"]),
                      verdicts[c["verdict"]] + note])
+        if _flagged(result):
+            rows[-1].append("; ".join(short(f) for f in c.get("quality") or []))
     return rows
 
 
@@ -79,15 +94,38 @@ def _unmatched_lines(items: List[Dict[str, Any]]) -> List[str]:
 def summary_line(result: Dict[str, Any]) -> str:
     n_reg, n_imp, n = result["regressions"], result["improvements"], result["matched"]
     head = f"{n_reg} regression{'s' if n_reg != 1 else ''}" if n_reg else "no regressions"
-    return (f"{head}, {n_imp} improvement{'s' if n_imp != 1 else ''} over {n} matched configuration"
+    line = (f"{head}, {n_imp} improvement{'s' if n_imp != 1 else ''} over {n} matched configuration"
             f"{'s' if n != 1 else ''} ({_rule_text(result)})")
+    if _flagged(result):
+        line += (f"; but {result['flagged']} compared run(s) are disturbed or stopped on the budget far from their "
+                 "target, so this verdict is not one to sign (--strict refuses)")
+    return line
+
+
+_METHOD_WORDS = {"paired t": "Student's t over interleaved pairs", "paired bootstrap":
+                 "bootstrap of one interleaved pair's iterations", "exact": "exact ratio (no samples)"}
+
+
+def _methods_text(result: Dict[str, Any]) -> str:
+    """The interval methods actually used, with how many rows each (not the one the module
+    would use in the general case)."""
+    methods = result.get("methods") or {}
+    several = min(result["runs_base"], result["runs_candidate"]) > 1
+    words = dict(_METHOD_WORDS, bootstrap="hierarchical bootstrap (runs, then iterations)" if several
+                 else "bootstrap over iterations (one run per side)")
+    if not methods:
+        return "no interval"
+    if len(methods) == 1:
+        return words.get(next(iter(methods)), next(iter(methods)))
+    return ", ".join(f"{words.get(m, m)} ({k} rows)" for m, k in methods.items())
 
 
 def _method(result: Dict[str, Any]) -> str:
     conf = int(round(result["confidence"] * 100))
-    return (f"ratio = candidate/base (lower is better); {conf}% hierarchical bootstrap interval of the ratio of "
-            f"medians over {result['runs_base']} base and {result['runs_candidate']} candidate run(s) "
-            f"({result['resamples']} resamples, seed {result['seed']}); matched on {', '.join(result['match_on'])}")
+    return (f"ratio = candidate/base (lower is better); {conf}% interval of the ratio of medians by "
+            f"{_methods_text(result)}, over {result['runs_base']} base and {result['runs_candidate']} candidate "
+            f"run(s) ({result['resamples']} resamples, seed {result['seed']}); matched on "
+            f"{', '.join(result['match_on'])}")
 
 
 def _warnings(result: Dict[str, Any]) -> List[str]:
@@ -96,29 +134,47 @@ def _warnings(result: Dict[str, Any]) -> List[str]:
         out.append(f"not matched on {', '.join(result['dropped_match_keys'])} (column missing in a table)")
     out += [f"{d}: sides are not comparable (--strict refuses)" for d in result.get("incomparable", [])]
     out += [f"{d}: ratios mix the change with a different stack" for d in result.get("stack_differences", [])]
+    if _flagged(result):
+        out.append(f"{result['flagged']} compared run(s) are disturbed or stopped on the budget far from their target "
+                   "(listed below; --strict refuses)")
     return out
+
+
+def _flagged_lines(result: Mapping[str, Any], bullet: str) -> List[str]:
+    from .quality import describe
+
+    runs = result.get("flagged_runs") or []
+    if not runs:
+        return []
+    return ["", f"runs their records call disturbed or stopped on the budget far from the target ({len(runs)}):"] + \
+        [bullet + describe(f) for f in runs]
 
 
 def render_compare_text(result: Dict[str, Any], base_name: str = "BASE", cand_name: str = "CANDIDATE") -> str:
     lines = [f"compare: base {base_name}  vs  candidate {cand_name}", _method(result)]
     lines += [f"warning: {w}" for w in _warnings(result)] + [""]
-    lines.append(format_table(_CMP_HEADERS, _cmp_rows(result, VERDICT_TEXT), _CMP_ALIGN) if result["comparisons"]
+    headers, align = _cmp_headers(result)
+    lines.append(format_table(headers, _cmp_rows(result, VERDICT_TEXT), align) if result["comparisons"]
                  else "(no matched configurations)")
     for key, title in _SECTIONS:
         if result.get(key):
             lines += ["", f"{title} ({len(result[key])}):"] + [f"  - {x}" for x in _unmatched_lines(result[key])]
-    lines += ["", ("FAIL: " if result["regressions"] else "OK: ") + summary_line(result)]
+    lines += _flagged_lines(result, "  - ")
+    verdict = "FAIL: " if result["regressions"] else "OK (unreliable runs): " if _flagged(result) else "OK: "
+    lines += ["", verdict + summary_line(result)]
     return "\n".join(lines)
 
 
 def render_compare_markdown(result: Dict[str, Any], base_name: str = "BASE", cand_name: str = "CANDIDATE") -> str:
-    icon = ":x:" if result["regressions"] else ":white_check_mark:"
+    icon = ":x:" if result["regressions"] else ":warning:" if _flagged(result) else ":white_check_mark:"
     lines = ["<!-- fastvlm-bench-compare -->", f"### {icon} fastvlm-bench compare: {summary_line(result)}", "",
              f"Base `{base_name}` vs candidate `{cand_name}`: {_method(result)}. A regression needs a ratio above "
              "1 + threshold and an interval wholly above 1 + noise floor.", ""]
     lines += [f"> warning: {w}" for w in _warnings(result)]
-    lines.append(markdown_table(_CMP_HEADERS, _cmp_rows(result, VERDICT_MD), _CMP_ALIGN) if result["comparisons"]
+    headers, align = _cmp_headers(result)
+    lines.append(markdown_table(headers, _cmp_rows(result, VERDICT_MD), align) if result["comparisons"]
                  else "_No matched configurations._")
+    lines += _flagged_lines(result, "- ")
     for key, title in _SECTIONS:
         if result.get(key):
             lines += ["", f"<details><summary>{title[0].upper() + title[1:]} ({len(result[key])})</summary>", ""]
@@ -186,9 +242,21 @@ def _tm_rows(result: Mapping[str, Any]) -> List[List[str]]:
 
 
 def gate_verdict_line(result: Mapping[str, Any]) -> str:
+    note = (f" (but {result['flagged']} row(s) are disturbed or stopped far from their target)"
+            if result.get("flagged") else "")
     if result["passed"]:
-        return f"GATE PASS: all {result['n_checks']} checks passed"
+        return f"GATE PASS: all {result['n_checks']} checks passed{note}"
     return f"GATE FAIL: {result['n_failed']} of {result['n_checks']} checks failed"
+
+
+def _gate_flag_lines(result: Mapping[str, Any], bullet: str) -> List[str]:
+    from .quality import describe
+
+    rows = result.get("flagged_rows") or []
+    if not rows:
+        return []
+    return ["", f"warning: {len(rows)} row(s) their records call disturbed or stopped on the budget far from the "
+            "target; the checks below them are not ones to sign (--strict refuses):"] + [bullet + describe(f) for f in rows]
 
 
 def render_gate_text(result: Mapping[str, Any], results_path: str = "") -> str:
@@ -198,6 +266,7 @@ def render_gate_text(result: Mapping[str, Any], results_path: str = "") -> str:
         lines += ["", f"token-matched ({result['token_matched_tokens']} visual tokens), speed-up = other median / "
                   "target median (> 1: target faster; informational unless the config gates it):",
                   format_table(_TM_HEADERS, _tm_rows(result), "lrlrrrrrr")]
+    lines += _gate_flag_lines(result, "  - ")
     return "\n".join(lines + ["", gate_verdict_line(result)])
 
 
@@ -208,6 +277,7 @@ def render_gate_markdown(result: Mapping[str, Any], results_path: str = "") -> s
              f"Results `{results_path}`, target encoder `{result['target']}`. Speed-up = baseline median / target "
              "median from the same run; a speed-up check passes when the lower bound of its 95% interval "
              "reaches the minimum.", "", markdown_table(_GATE_HEADERS, _check_rows(result, True))]
+    lines += _gate_flag_lines(result, "- ")
     if result["token_matched"]:
         lines += ["", f"### Token-matched configurations ({result['token_matched_tokens']} visual tokens)", "",
                   markdown_table(_TM_HEADERS, _tm_rows(result), "lrlrrrrrr")]

@@ -19,6 +19,8 @@ from ..results.records import STATUS_OK, samples_from_cell
 
 #: Column added to loaded tables: which run (0, 1, ...) of its side a row comes from.
 RUN_COLUMN = "_run"
+#: Column added to loaded tables: the path the run was read from (named in warnings).
+SOURCE_COLUMN = "_source"
 
 try:
     from pandas import NA as _PD_NA
@@ -121,13 +123,26 @@ def row_samples(row: Mapping[str, Any], column: Optional[str]) -> List[float]:
         raise InputError(f"malformed samples in column {column} of {row_label(row)}: {exc}") from None
 
 
+#: A fraction-valued option above this is legal but so loose that its check hardly ever fails.
+UNUSUAL_FRACTION = 0.25
+
+
 def parse_fraction(value: Any, what: str) -> float:
+    """A fraction-valued option: a number in [0, 1), where 0.05 means 5 %. ``--noise-floor 5``
+    (meant as 5 %) would be 500 %, a check that can never fail: refused. A legal value above
+    :data:`UNUSUAL_FRACTION` is warned about on stderr."""
+    import sys
+
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{what}: expected a number, got {value!r}") from None
-    if not math.isfinite(x) or x < 0:
-        raise InputError(f"{what}: expected a non-negative fraction (0.05 = 5%), got {value!r}")
+        raise InputError(f"{what}: expected a fraction (0.05 = 5 %), got {value!r}") from None
+    if not math.isfinite(x) or not 0 <= x < 1:
+        hint = f"; for {value} % write {x / 100:g}" if math.isfinite(x) and 1 <= x <= 100 else ""
+        raise InputError(f"{what}: values are fractions (0.05 = 5 %) from 0 to below 1, got {value!r}{hint}")
+    if x > UNUSUAL_FRACTION:
+        print(f"fastvlm-bench: warning: {what} {x:g} means {x * 100:g} %: a check this loose hardly ever fails "
+              "(values are fractions, 0.05 = 5 %)", file=sys.stderr)
     return x
 
 
@@ -229,7 +244,7 @@ def load_results(spec: str, side: str):
     """All runs of a side as one table with :data:`RUN_COLUMN`; any failure is an InputError."""
     import pandas as pd
 
-    from ..results.store import load_table
+    from ..results.store import CorruptRecordError, load_table
 
     frames = []
     for i, path in enumerate(expand_paths(spec)):
@@ -237,6 +252,8 @@ def load_results(spec: str, side: str):
             df = load_table(path)
         except FileNotFoundError as exc:
             raise InputError(f"{side} {path}: {exc}") from None
+        except CorruptRecordError as exc:  # a record that fails its checks: the whole reason, in one line
+            raise InputError(f"{side}: cannot read results: {exc}") from None
         except Exception as exc:  # the input boundary: malformed CSV/Parquet/JSON of any kind
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise InputError(f"{side} {path}: cannot read results ({type(exc).__name__}: {first})") from None
@@ -244,7 +261,11 @@ def load_results(spec: str, side: str):
             raise InputError(f"{side} {path}: the results table is empty")
         if "status" not in df.columns:
             raise InputError(f"{side} {path}: no 'status' column, not a fastvlm-bench results table")
-        frames.append(df.assign(**{RUN_COLUMN: i}))
+        # a copy first: a frame built column by column is fragmented, and adding a column to it
+        # prints pandas' PerformanceWarning into our output
+        df = df.copy()
+        df[RUN_COLUMN], df[SOURCE_COLUMN] = i, str(path)
+        frames.append(df)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -31,9 +31,10 @@ from ..results.io import atomic_write_bytes
 PAPER_LEGEND = "paper-reported (M1 Max, not measured here)"
 MEASURED_COLOR = "#1f5fbf"
 PAPER_COLOR = "#9a9a9a"
-STAGE_COLORS = {"vision_latency_ms": "#4c72b0", "projector_ms": "#dd8452", "prefill_ms": "#55a868"}
+STAGE_COLORS = {"vision_latency_ms": "#4c72b0", "projector_ms": "#dd8452", "merge_ms": "#8172b3",
+                "prefill_ms": "#55a868"}
 STAGE_NAMES = {"vision_latency_ms": "vision encoder", "projector_ms": "projector",
-               "prefill_ms": "LLM prefill"}
+               "merge_ms": "tile merge (tiling)", "prefill_ms": "LLM prefill"}
 X_LABELS = {"ttft_ms": "time to first token, TTFT (ms, log scale)",
             "vision_latency_ms": "vision-encoder latency (ms, log scale)",
             "visual_tokens": "visual tokens (count, log scale)"}
@@ -170,8 +171,11 @@ def _frontier_line(ax, df: pd.DataFrame, x: str, color: str, style: str, label: 
 
 
 def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: str,
-                  out_dir: Path, name: str, note: str = "") -> Path:
+                  out_dir: Path, name: str, note: str = "", measured_label: str = "measured here") -> Path:
     """Accuracy (%) against ``x`` (log axis) with Pareto frontiers for both layers.
+
+    ``measured_label`` names the first layer in the legend: ``measured here``, or what exactly
+    was measured when only the latency was (paper accuracy joined with measured latency).
 
     ``measured`` and ``paper`` need columns ``x``, ``accuracy`` and ``label``. The two layers
     get separate frontiers: they were timed on different machines.
@@ -185,7 +189,7 @@ def accuracy_vs_x(measured: pd.DataFrame, paper: pd.DataFrame, x: str, title: st
         _frontier_line(ax, paper, x, PAPER_COLOR, "--", "paper-reported frontier")
     if len(measured):
         ax.scatter(measured[x], measured["accuracy"], marker="o", s=42, color=MEASURED_COLOR,
-                   edgecolors="white", linewidths=0.6, label="measured here", zorder=3)
+                   edgecolors="white", linewidths=0.6, label=measured_label, zorder=3)
         _frontier_line(ax, measured, x, MEASURED_COLOR, "-", "measured frontier")
     if len(measured) or len(paper):
         _log_axis(ax, "x", time=x.endswith("_ms"))
@@ -262,8 +266,9 @@ def vs_resolution(ok: pd.DataFrame, y: str, ylabel: str, title: str, out_dir: Pa
 def ttft_breakdown(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_breakdown") -> Path:
     """Stacked horizontal bars: vision encoder + projector + LLM prefill medians per config,
     with the end-to-end TTFT median (and p10-p90) as a black marker."""
-    stages = list(STAGE_COLORS)
     data = ok.dropna(subset=["ttft_ms"], how="all").copy()
+    # merge only where some row is tiled (older tables have no merge column at all)
+    stages = [st for st in STAGE_COLORS if st in data and (st != "merge_ms" or data[st].notna().any())]
     n = max(len(data), 1)
     fig, ax = plt.subplots(figsize=(8.6, 1.4 + 0.36 * n))
     if len(data):

@@ -30,6 +30,7 @@ from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_po
 from ..results.io import atomic_write_text
 from ..results.store import load_table
 from . import figures as F
+from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
                   ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
-                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("backend", "{}"))
+                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("tiling", "{}"),
+                  ("image_size", "image {}"), ("backend", "{}"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile", "backend",
                "backend_options")
 PathLike = Union[str, Path]
@@ -63,8 +65,12 @@ def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
 
     df["setting"] = [setting(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     show = bool(varying)
-    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}+{r['llm']}" + (f" [{r['setting']}]" if show else "")
-                   for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    def reduction(r) -> str:  # a token-reduction method and its budget (bench.models.reduction)
+        red = r.get("reduction")
+        return "" if red in (None, "none") or pd.isna(red) else f" {red}->{int(r['visual_tokens'])}"
+
+    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}{reduction(r)}+{r['llm']}"
+                   + (f" [{r['setting']}]" if show else "") for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     return df
 
 
@@ -213,7 +219,17 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                         f"accuracy row(s) in {', '.join(map(str, accuracy_files))} matches a measured "
                         "(status ok) encoder/resolution/llm.")
 
-    # -------- accuracy vs x
+    # -------- 1. what the user measured, first
+    sections.append(_headline_section(ok))
+    # -------- 2. the paper's claims, when this folder measured any of them
+    claims = _claims_section(df, sweep)
+    if claims is not None:
+        sections.append(claims)
+    # -------- 3. paper accuracy x latency measured here, exactly matching configurations
+    if include_paper:
+        sections.append(_paper_accuracy_measured_latency_section(ok, benchmarks, atitle, x, fig_dir))
+
+    # -------- accuracy vs x: plots with measured accuracy here, paper-only plots last
     paper_pts = paper_vlm_points() if include_paper else pd.DataFrame()
     paper_acc = paper_accuracy_long() if include_paper else empty_accuracy()
     paper_acc = paper_acc[paper_acc["origin"].str.contains("Table 6")] if include_paper else paper_acc
@@ -222,10 +238,16 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                               for _, r in paper_pts.iterrows()]
     measured_bench = sorted(set(joined["benchmark"])) if has_accuracy else []
     plot_bench = list(benchmarks) + [b for b in measured_bench if b not in benchmarks]
-    sec = Section("Accuracy vs " + F.X_LABELS[x].split(" (")[0],
-                  text=("Pareto frontier: a point is on it when no other point of the same layer is both "
-                        "faster (or equal) and at least as accurate. Measured points and paper-reported "
-                        f"points get separate frontiers: the paper timed on another machine ({PAPER_DEVICE})."))
+    frontier_text = ("Pareto frontier: a point is on it when no other point of the same layer is both "
+                     "faster (or equal) and at least as accurate. Measured points and paper-reported "
+                     f"points get separate frontiers: the paper timed on another machine ({PAPER_DEVICE}).")
+    xname = F.X_LABELS[x].split(" (")[0]
+    sec = Section("Accuracy vs " + xname + " (accuracy measured or imported for your configurations)",
+                  text=frontier_text)
+    paper_sec = Section(f"Paper-reported only: accuracy vs {xname} ({PAPER_DEVICE})",
+                        text="Configurations and timings copied from the FastVLM paper, none of them measured "
+                             "here; plots of a benchmark without measured accuracy show only this layer. "
+                             + frontier_text)
     avg_measured = avg_accuracy(acc[acc["source"] != SOURCE_PAPER] if len(acc) else acc, benchmarks)
     avg_paper = avg_accuracy(paper_acc, benchmarks) if include_paper else avg_accuracy(empty_accuracy())
     entries = [(alabel, atitle)] + [(b, b) for b in plot_bench]
@@ -249,30 +271,32 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
             pj = pj.dropna(subset=[x])
             pj["on_frontier"] = pareto_front(pj, x=x, y="accuracy")
         note = "" if len(mj) else "No measured accuracy for this benchmark: only paper-reported points are shown."
+        target = sec if len(mj) else paper_sec
         png = F.accuracy_vs_x(mj if len(mj) else pd.DataFrame(columns=["label", x, "accuracy"]),
-                              pj, x, f"{title}: accuracy vs {F.X_LABELS[x].split(' (')[0]}", fig_dir,
+                              pj, x, f"{title}: accuracy vs {xname}", fig_dir,
                               f"accuracy_{bench.replace('(', '_').replace(')', '').replace(',', '_')}_vs_{x}",
                               note=note)
-        sec.figures.append((png, f"{title} accuracy (%) vs {F.X_LABELS[x]}."))
+        target.figures.append((png, f"{title} accuracy (%) vs {F.X_LABELS[x]}."))
         if len(mj):
             sec.tables.append((f"{title}: measured points (efficiency measured here, accuracy from its source)",
                                mj[_cols(mj, ["label", x, "accuracy", "on_frontier", "source", "origin"])]))
         if len(pj):
-            sec.tables.append((f"{title}: paper-reported points ({PAPER_DEVICE})",
-                               pj[_cols(pj, ["label", "method", "data_pt_it_m", x, "accuracy", "on_frontier",
-                                             "source"])]))
+            target.tables.append((f"{title}: paper-reported points ({PAPER_DEVICE})",
+                                  pj[_cols(pj, ["label", "method", "data_pt_it_m", x, "accuracy", "on_frontier",
+                                                "source"])]))
     avg_tab = pd.concat([avg_measured, avg_paper], ignore_index=True)
     if len(avg_tab):
-        sec.tables.append((f"{alabel} per configuration (missing = benchmarks absent, no average computed)",
-                           avg_tab[["encoder", "resolution", "llm", "source", "origin", "accuracy",
-                                    "n_benchmarks", "missing"]]))
+        (sec if len(avg_measured) else paper_sec).tables.append(
+            (f"{alabel} per configuration (missing = benchmarks absent, no average computed)",
+             avg_tab[["encoder", "resolution", "llm", "source", "origin", "accuracy", "n_benchmarks", "missing"]]))
     if len(um_res) and len(acc):
         sec.tables.append(("Measured configurations without accuracy",
                            um_res[_cols(um_res, ["label", "encoder", "resolution", "llm"])].drop_duplicates()))
     if len(um_acc):
         sec.tables.append(("Accuracy rows without a measured configuration",
                            um_acc[["encoder", "resolution", "llm", "benchmark", "accuracy", "source", "origin"]]))
-    sections.append(sec)
+    if sec.figures or sec.tables:
+        sections.append(sec)
 
     # -------- vision latency vs resolution
     sec = Section("Vision-encoder latency vs resolution",
@@ -309,14 +333,17 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
 
     # -------- TTFT breakdown
     sec = Section("TTFT breakdown",
-                  text=no_ttft or "Stage medians stacked (vision encoder, projector, LLM prefill); the black marker "
-                       "is the end-to-end TTFT median measured in the same iterations, so a gap shows overhead "
-                       "outside the three stages.")
-    bd = llm_rows[_cols(ok, ["label", "vision_latency_ms", "projector_ms", "prefill_ms", "ttft_ms",
-                       "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
+                  text=no_ttft or "Stage medians stacked (vision encoder, projector, the tile merge of tiled "
+                       "points, a token-reduction stage, LLM prefill); the black marker is the end-to-end TTFT median "
+                       "measured in the same iterations, so a gap shows overhead outside the stages.")
+    merged = "merge_ms" in ok and ok["merge_ms"].notna().any()  # a tiled point's merge stage
+    reduced = "reduce_ms" in ok and ok["reduce_ms"].notna().any()  # a reduction method's own stage
+    stage_cols = (["vision_latency_ms", "projector_ms"] + (["merge_ms"] if merged else [])
+                  + (["reduce_ms"] if reduced else []) + ["prefill_ms"])
+    bd = llm_rows[_cols(ok, ["label"] + stage_cols + ["ttft_ms", "ttft_p10_ms", "ttft_p90_ms", "ttft_n"])].copy()
     if len(bd):
-        bd.insert(4, "sum_of_stages_ms", bd[_cols(bd, ["vision_latency_ms", "projector_ms", "prefill_ms"])]
-                  .sum(axis=1, min_count=1))
+        bd.insert(list(bd.columns).index("ttft_ms"), "sum_of_stages_ms",
+                  bd[_cols(bd, stage_cols)].sum(axis=1, min_count=1))
     sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
     sections.append(sec)
 
@@ -329,13 +356,29 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
     sections.append(sec)
 
+    # -------- token reduction (bench.models.reduction): one row per point, methods' overheads
+    if reduced:
+        sec = Section(reduction_figures.SECTION,
+                      text="Visual tokens reaching the LLM against TTFT, for encoders scaled by resolution and for "
+                           "token-reduction methods; `reduction_overhead_ms` is the method's own time, "
+                           "`reduction_overhead_in` the stage that time is part of.")
+        rcols = _cols(ok, ["encoder", "resolution", "reduction", "reduction_params", "visual_tokens_encoder",
+                           "visual_tokens", "visual_tokens_llm_mean", "vision_latency_ms", "reduce_ms", "prefill_ms",
+                           "ttft_ms", "reduction_overhead_ms", "reduction_overhead_in", "ttft_gflops"])
+        sec.tables.append(("TTFT (ms, medians) and tokens per point",
+                           ok[rcols].sort_values(["reduction", "encoder", "visual_tokens"])))
+        sections.append(sec)
+
     # -------- the registered figures (figures.register_figure), each in its section
     by_title = {s.title: s for s in sections}
     for spec in F.FIGURES.values():
+        drawn = spec.draw(ok, fig_dir)
+        if not drawn and spec.section not in by_title:  # a figure with nothing to draw adds no section
+            continue
         if spec.section not in by_title:
             by_title[spec.section] = Section(spec.section)
             sections.append(by_title[spec.section])
-        by_title[spec.section].figures.extend(spec.draw(ok, fig_dir))
+        by_title[spec.section].figures.extend(drawn)
 
     # -------- environment and failures
     sec = Section("Measurement environment",
@@ -367,8 +410,86 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     sec.tables.append(("Points with status error or skipped",
                        bad[_cols(bad, ["label", "status", "message", "point_id"])]))
     sections.append(sec)
+    if paper_sec.figures or paper_sec.tables:
+        sections.append(paper_sec)  # paper-only plots come last
 
     return _write(out_dir, sweep, results_dir, accuracy_files, sections, warnings, x, benchmarks)
+
+
+# ----------------------------------------------------------------------------- the opening sections
+HEADLINE_TITLE = "Headline: measured here"
+CLAIMS_TITLE = "Paper claims measured here"
+JOINED_TITLE = "Accuracy (paper-reported) vs latency (measured here)"
+JOINED_LABEL = "accuracy: paper-reported; latency: measured here"
+
+
+def _headline_section(ok: pd.DataFrame) -> Section:
+    from ..analysis.headline import BUDGET_EDGES, headline_table
+
+    sec = Section(HEADLINE_TITLE, text=(
+        "Your own measurements, on this machine: per token budget (upper edges "
+        f"{', '.join(map(str, BUDGET_EDGES))} visual tokens, the paper's counts), the fastest configuration by "
+        "median TTFT (vision-encoder latency for encoder-only points), and its speed-up over the fastest ViT and "
+        "the fastest ConvNeXt of the same budget, LLM, device and dtype: ratio of medians with its 95 % "
+        "hierarchical-bootstrap interval. Blank: that budget has no such baseline."))
+    sec.tables.append(("Fastest configuration per token budget (measured here)", headline_table(ok)))
+    return sec
+
+
+def _claims_section(df: pd.DataFrame, sweep: str) -> Optional[Section]:
+    """The claims table (:mod:`bench.analysis.claims`) when at least one claim was measured in
+    this folder, or the folder is a ``paper_claims`` sweep (then every skip and its reason)."""
+    from ..analysis.claims import PAPER_SETUP, display_table, evaluate, load_claims
+
+    claims = load_claims()
+    if sweep != "paper_claims":  # cheap first: does any ok row measure one side of a claim?
+        have = set(zip(df.loc[df["status"] == "ok", "encoder"].astype(str),
+                       pd.to_numeric(df.loc[df["status"] == "ok", "resolution"], errors="coerce"),
+                       df.loc[df["status"] == "ok", "llm"].astype(str))) if len(df) else set()
+        if not any((s.encoder, s.resolution, s.llm) in have for c in claims for s in (c.fast, c.baseline)):
+            return None
+    # why a claim could not be measured needs the model registries (torch, timm): consulted when
+    # they are loaded anyway (the report at the end of a sweep) or the folder is a paper_claims one
+    import sys
+
+    rows = pd.DataFrame(evaluate(claims, df, explain=sweep == "paper_claims" or "bench.models" in sys.modules))
+    if not len(rows) or not ((rows["status"] == "measured").any() or sweep == "paper_claims"):
+        return None
+    sec = Section(CLAIMS_TITLE, text=(
+        f"The FastVLM paper's headline comparisons: the paper's ratio ({PAPER_SETUP}: never measured here) "
+        "beside the ratio measured here (baseline / FastVLM medians, 95 % hierarchical-bootstrap interval). "
+        "'direction holds here': yes when the interval lies above 1, no when below, unclear when it holds 1. "
+        "The same table: fastvlm-bench claims RESULTS_DIR (claims.md, claims.json)."))
+    sec.tables.append((f"{int((rows['status'] == 'measured').sum())} of {len(rows)} claims measured",
+                       display_table(rows)))
+    return sec
+
+
+def _paper_accuracy_measured_latency_section(ok: pd.DataFrame, benchmarks, atitle: str, x: str,
+                                             fig_dir: Path) -> Section:
+    from ..analysis.join import paper_accuracy_measured_latency
+
+    sec = Section(JOINED_TITLE, text=(
+        f"{JOINED_LABEL}. The paper's accuracy ({atitle}) for configurations measured here that match a paper "
+        "configuration exactly: same encoder, resolution, tiling and LLM (the paper lists some several times, "
+        "trained on different data: one point each). Placeholder weights time the same computation as the "
+        "trained model; the accuracy is the paper's trained model's."))
+    j = paper_accuracy_measured_latency(ok, benchmarks)
+    if len(j):
+        j = j.dropna(subset=[x]).copy() if x in j.columns else j.iloc[0:0]
+    if not len(j):
+        sec.text += (" None of the measured configurations matches one: e.g. fastvithd@1024+qwen2_0.5b "
+                     "(Table 6 R3-R5) or fastvithd@768+qwen2_1.5b (R7, R8) would.")
+        return sec
+    j["label"] = [f"{r['paper_row'].replace('Table 6 ', '')} {r['label']}" for _, r in j.iterrows()]
+    j["on_frontier"] = pareto_front(j, x=x, y="accuracy")
+    png = F.accuracy_vs_x(j, pd.DataFrame(columns=["label", x, "accuracy"]), x,
+                          f"{atitle}\n{JOINED_LABEL}", fig_dir, f"pareto_paper_accuracy_measured_{x}",
+                          measured_label=JOINED_LABEL)
+    sec.figures.append((png, f"{JOINED_LABEL}: {atitle} (%) vs {F.X_LABELS[x]}."))
+    sec.tables.append((f"{JOINED_LABEL} (exactly matching configurations)",
+                       j[_cols(j, ["label", "paper_row", "tiling", x, "accuracy", "on_frontier"])]))
+    return sec
 
 
 # ----------------------------------------------------------------------------- output

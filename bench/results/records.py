@@ -16,7 +16,10 @@ SCHEMA_VERSION = 2  # 2: projector, checkpoint, timing mode, backend flags, stop
 
 #: Timed stages, in pipeline order. ``ttft`` is image tensor in -> first token id out,
 #: measured end to end in the same loop iteration as the stages.
-STAGES = ("preprocess", "vision_latency", "projector", "prefill", "ttft")
+STAGES = ("preprocess", "vision_latency", "projector", "merge", "reduce", "prefill", "ttft")
+#: ``merge`` (unpad, newline tokens, interpolation of a tiling mode: bench.models.tiling) is
+#: only in tiled points' pipelines, ``reduce`` (bench.models.reduction) only in points whose
+#: token-reduction method runs as a stage of its own; their columns are null for the others.
 
 #: Fields that identify a sweep point; two records with equal values measure the same thing.
 #: Every knob that changes *what* is run is here: the model parts (encoder, projector, LLM,
@@ -32,6 +35,8 @@ POINT_KEYS = (
     "attn_implementation", "compile", "compile_mode", "preprocess", "threads",
     "projector", "checkpoint", "checkpoint_fingerprint",
     "timing_mode", "tf32", "cudnn_benchmark", "channels_last", "extra_work_stage", "extra_work_matmuls",
+    "tiling", "tile_size", "image_size",
+    "reduction", "reduction_params",
     "backend", "backend_stages", "backend_options",
 )
 
@@ -41,6 +46,7 @@ POINT_KEYS = (
 _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_fingerprint": None,
                "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
                "extra_work_stage": None, "extra_work_matmuls": 0,
+               "tiling": "none", "tile_size": None, "image_size": None, "reduction": "none", "reduction_params": None,
                "backend": "eager", "backend_stages": None, "backend_options": None}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
@@ -88,6 +94,17 @@ class PointConfig:
     #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
     extra_work_stage: Optional[str] = None
     extra_work_matmuls: int = 0
+    #: image-to-token pipeline (bench.models.tiling): none | anyres_next | anyres_max_9
+    tiling: str = "none"
+    #: tiled points: the tile side in px, the encoder's input (null without tiling)
+    tile_size: Optional[int] = None
+    #: the image's WxH when not the square ``resolution`` (tiled points; ``resolution`` is then
+    #: its longer side); null for a square image
+    image_size: Optional[str] = None
+    #: Token reduction (bench.models.reduction): the method and its typed parameters as
+    #: canonical JSON (sorted keys); ``none``/None is today's path and leaves the id unchanged.
+    reduction: str = "none"
+    reduction_params: Optional[str] = None
     #: How the stages run (bench.models.backends): eager | compile | onnxruntime | openvino.
     #: ``compile`` is today's ``compile=true`` (the two are one knob: see __post_init__).
     backend: str = "eager"
@@ -113,7 +130,10 @@ class PointConfig:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.encoder}@{self.resolution}px+{self.llm} [{self.dtype}/{self.device} b{self.batch_size}]"
+        size = f"{self.image_size or self.resolution}px"
+        tiled = f" {self.tiling}" if self.tiling != "none" else ""
+        red = "" if self.reduction == "none" else f" {self.reduction}{self.reduction_params or ''}"
+        return f"{self.encoder}@{size}{tiled}+{self.llm}{red} [{self.dtype}/{self.device} b{self.batch_size}]"
 
 
 @dataclass
@@ -143,11 +163,28 @@ class Record:
     config: PointConfig
     status: str = STATUS_OK
     message: str = ""
+    #: Visual tokens that reach the LLM's input (analytic: the encoder's count, after any reduction).
     visual_tokens: Optional[int] = None
+    #: With a token reduction: the encoder's own count before it (null without one).
+    visual_tokens_encoder: Optional[int] = None
+    #: With a reduction inside the LLM (FastV): the visual tokens each LLM layer computes.
+    llm_visual_tokens_per_layer: List[int] = field(default_factory=list)
+    #: With a token reduction: the method's own time (ms) and the stage it is part of
+    #: (``reduce``: its own stage's median; ``vision_latency``/``prefill``: measured apart on the
+    #: point's tensors, its work alone, since it runs inside that stage).
+    reduction_overhead_ms: Optional[float] = None
+    reduction_overhead_in: Optional[str] = None
     #: Visual tokens counted on the real forward pass's output (not the analytical formula).
     visual_tokens_measured: Optional[int] = None
     encoder_channels: Optional[int] = None
     llm_hidden: Optional[int] = None
+    #: Tiled points (bench.models.tiling): the tile grid as COLSxROWS, encoder inputs per image
+    #: (grid tiles + the base image), tokens per tile, and the grid's features after unpadding
+    #: and the anyres_max_N shrink as WxH; tiles x tile_tokens is the papers' count. Null untiled.
+    tiling_grid: Optional[str] = None
+    tiles: Optional[int] = None
+    tile_tokens: Optional[int] = None
+    tiling_merged_grid: Optional[str] = None
     stages: Dict[str, StageStats] = field(default_factory=dict)
     #: FLOPs per stage for one batch (forward only), counted by torch.utils.flop_counter.
     flops: Dict[str, Optional[float]] = field(default_factory=dict)
@@ -214,7 +251,8 @@ class Record:
     def from_dict(cls, d: Dict[str, Any]) -> "Record":
         d = dict(d)
         d["config"] = PointConfig(**d["config"])
-        d["stages"] = {k: StageStats(**v) for k, v in (d.get("stages") or {}).items()}
+        # a null stage was not measured (encoder-only points have no ttft): absent, never zero
+        d["stages"] = {k: StageStats(**v) for k, v in (d.get("stages") or {}).items() if v is not None}
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -223,7 +261,13 @@ class Record:
         row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
-                   visual_tokens_measured=self.visual_tokens_measured, encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden)
+                   visual_tokens_measured=self.visual_tokens_measured, visual_tokens_encoder=self.visual_tokens_encoder,
+                   visual_tokens_llm_mean=(sum(self.llm_visual_tokens_per_layer) / len(self.llm_visual_tokens_per_layer)
+                                           if self.llm_visual_tokens_per_layer else None),
+                   reduction_overhead_ms=self.reduction_overhead_ms, reduction_overhead_in=self.reduction_overhead_in,
+                   encoder_channels=self.encoder_channels, llm_hidden=self.llm_hidden,
+                   tiling_grid=self.tiling_grid, tiles=self.tiles, tile_tokens=self.tile_tokens,
+                   tiling_merged_grid=self.tiling_merged_grid)
         for stage in STAGES:
             s = self.stages.get(stage)
             row[f"{stage}_ms"] = s.median if s else None
@@ -234,7 +278,7 @@ class Record:
                 row[f"{stage}_{stat}_ms"] = getattr(s, stat) if s else None
             row[f"{stage}_ci_rel"] = s.ci_rel if s else None
             row[f"{stage}_samples_ms"] = json.dumps(s.samples) if s else None
-        for stage in ("vision_latency", "projector", "prefill", "ttft"):
+        for stage in ("vision_latency", "projector", "merge", "reduce", "prefill", "ttft"):
             fl = self.flops.get(stage)
             row[f"{stage}_gflops"] = fl / 1e9 if fl is not None else None
             s = self.stages.get(stage)

@@ -8,7 +8,8 @@ safe. Layout under ``results/<sweep>/``::
     results.parquet           the same table for pandas/pyarrow
 
     records/<point_id>.claim  held while a process measures that point (pid, host, time)
-    records/corrupt/          records that could not be parsed, moved aside (never deleted)
+    records/corrupt/          records that could not be parsed or fail the schema checks of
+                              bench.results.validate, moved aside (never deleted)
 
 Every file is written through :mod:`bench.results.io` (temporary name, fsync, rename), so a
 crash leaves either the old file or the new one, never half of one; a write that fails (a
@@ -30,6 +31,7 @@ import pandas as pd
 
 from .io import atomic_write_bytes, atomic_write_text, write_error
 from .records import STATUS_OK, STATUS_SKIPPED, Record
+from .validate import RecordInvalid, check_record
 
 TABLE_CSV = "results.csv"
 TABLE_PARQUET = "results.parquet"
@@ -54,14 +56,23 @@ class CorruptRecordError(ValueError):
         self.unreadable = unreadable
 
 
-def read_record(path: Union[str, Path]) -> Record:
-    """Parse one record file; any failure is :class:`CorruptRecordError` naming the file."""
+def read_record(path: Union[str, Path], expected_id: Optional[str] = None) -> Record:
+    """Parse one record file and check it against the schema (:mod:`bench.results.validate`);
+    any failure is :class:`CorruptRecordError` naming the file. ``expected_id``: the point id
+    the file must hold (a store's ``records/<id>.json``)."""
     path = Path(path)
     try:
-        return Record.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
     except OSError as exc:
         raise CorruptRecordError(f"{path}: unreadable ({exc.strerror or exc})", unreadable=True) from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # bad JSON, or JSON that is no record
+    except ValueError as exc:  # bad JSON (or bytes that are not UTF-8)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CorruptRecordError(f"{path}: not a valid record ({type(exc).__name__}: {first})") from None
+    try:
+        return check_record(data, expected_id)
+    except RecordInvalid as exc:
+        raise CorruptRecordError(f"{path}: not a valid record ({exc})") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSON that is no record in a way not foreseen
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CorruptRecordError(f"{path}: not a valid record ({type(exc).__name__}: {first})") from None
 
@@ -119,7 +130,7 @@ class ResultsStore:
         if not path.exists():
             return None
         try:
-            return read_record(path)
+            return read_record(path, expected_id=point_id)
         except CorruptRecordError as exc:
             self._corrupt(path, exc, quarantine)
             return None
@@ -167,7 +178,7 @@ class ResultsStore:
         out = []
         for path in sorted(self.records_dir.glob("*.json")):
             try:
-                out.append(read_record(path))
+                out.append(read_record(path, expected_id=path.stem))
             except CorruptRecordError as exc:
                 self._corrupt(path, exc, quarantine)
         return out
@@ -291,8 +302,5 @@ def load_table(path: Union[str, Path]) -> pd.DataFrame:
     if path.suffix == ".csv":
         return pd.read_csv(path)
     if path.suffix == ".json":
-        try:
-            return records_to_frame([read_record(path)])
-        except CorruptRecordError as exc:
-            raise ValueError(str(exc)) from None
+        return records_to_frame([read_record(path)])  # CorruptRecordError is a ValueError naming the file
     raise ValueError(f"{path}: expected a results folder, .csv, .parquet or record .json")

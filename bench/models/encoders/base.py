@@ -48,6 +48,9 @@ class EncoderSpec:
     std: Tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     timm_name: Optional[str] = None
     paper_resolutions: Tuple[int, ...] = ()
+    #: the input size the tower was trained at: the tile size of tiling modes (``tiling.tile``
+    #: overrides it); None where tiling needs ``tiling.tile``
+    native_resolution: Optional[int] = None
     tiny: bool = False
     #: fuse re-parameterisable branches (MobileOne/FastViT) before inference
     reparameterize: bool = False

@@ -79,4 +79,5 @@ register_encoder(EncoderSpec(
 register_encoder(EncoderSpec(
     name="tiny_convnext", description="tiny ConvNeXt for tests (128 channels), stride 32", channels=128,
     stride=32, kind="conv", builder=_tiny_convnext, downsamples=STEM_AND_3, min_resolution=32, tiny=True,
+    native_resolution=64,
 ))

@@ -33,14 +33,14 @@ register_encoder(EncoderSpec(
     name="vit_l14", description="CLIP ViT-L/14 (OpenAI, quick-GELU), patch 14",
     channels=1024, stride=14, kind="vit", builder=_timm_vit("vit_large_patch14_clip_quickgelu_336"),
     min_resolution=28, strict_patch=True, prefix_tokens=1,
-    timm_name="vit_large_patch14_clip_quickgelu_336", paper_resolutions=(336,),
+    timm_name="vit_large_patch14_clip_quickgelu_336", paper_resolutions=(336,), native_resolution=336,
 ))
 
 register_encoder(EncoderSpec(
     name="siglip_so400m", description="SigLIP SO400M/14", channels=1152, stride=14, kind="vit",
     builder=_timm_vit("vit_so400m_patch14_siglip_384"), min_resolution=28, prefix_tokens=0,
     mean=SIGLIP_MEAN, std=SIGLIP_MEAN, timm_name="vit_so400m_patch14_siglip_384",
-    paper_resolutions=(384,),
+    paper_resolutions=(384,), native_resolution=384,
 ))
 
 
@@ -84,5 +84,5 @@ def _tiny_vit(resolution: int):
 register_encoder(EncoderSpec(
     name="tiny_vit", description="tiny ViT/16 for tests (64 channels, 2 blocks)", channels=64,
     stride=16, kind="vit", builder=_tiny_vit, min_resolution=32, strict_patch=True, prefix_tokens=1,
-    tiny=True,
+    tiny=True, native_resolution=64,
 ))
