@@ -221,6 +221,10 @@ class ExportedBackend(Backend):
             out.append(f"backend {self.name} runs on device=cpu (its CPU build); got device={cfg.device}")
         if cfg.compile:
             out.append(f"compile=true and backend={self.name} are two backends: choose one")
+        for axis in ("tiling", "reduction"):  # they change what a stage's module is: not exported yet
+            if str(getattr(getattr(cfg, axis, None), "name", "none")) != "none":
+                out.append(f"backend {self.name} cannot run a point with {axis}={getattr(cfg, axis).name} yet "
+                           "(its stages' modules and inputs are that axis's own)")
         from ..llms import NO_LLM
 
         if cfg.llm.name == NO_LLM and set(cfg.backend.stages or ()) - {"vision_latency"}:
