@@ -57,6 +57,25 @@ class LLMConf:
 
 
 @dataclass
+class BackendConf:
+    """How the point's stages run (``backend=NAME``, a group made from the backend registry,
+    :mod:`bench.models.backends`). Each backend reads the knobs that are its own; the ones that
+    change what runs go into the point id (``backend_options``)."""
+
+    name: str = "eager"  # eager | compile | onnxruntime | openvino
+    #: stages the backend runs (default: every stage it can run); the others stay eager, and
+    #: the record's ``pipeline`` says which ran where
+    stages: Optional[List[str]] = None
+    opset: int = 18  # ONNX opset of the export (onnxruntime)
+    graph_opt: str = "all"  # onnxruntime graph optimisation level: disable | basic | extended | all
+    provider: str = "CPUExecutionProvider"  # onnxruntime execution provider
+    hint: str = "LATENCY"  # openvino PERFORMANCE_HINT
+    precision: Optional[str] = None  # openvino INFERENCE_PRECISION_HINT (default: the point's dtype)
+    streams: int = 1  # openvino NUM_STREAMS
+    atol: Optional[float] = None  # numerics check: allowed max |backend - eager| / max |eager| (default per dtype)
+
+
+@dataclass
 class TilingConf:
     """The image-to-token pipeline (``tiling=NAME``, a group filled from ``bench.models.tiling``)."""
 
@@ -155,7 +174,8 @@ class BenchConfig:
     # the same iteration (EOS ignored). 0: first token only (TTFT), today's records and ids.
     decode_tokens: int = 0
     attn_implementation: Attention = Attention.sdpa  # sdpa | eager
-    compile: bool = False  # torch.compile every stage (compile time recorded apart)
+    backend: BackendConf = field(default_factory=BackendConf)  # eager | compile | onnxruntime | openvino
+    compile: bool = False  # torch.compile every stage (compile time recorded apart): backend=compile
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
     threads: Optional[int] = None  # CPU threads for torch (default: the cores this process may use)
@@ -174,6 +194,10 @@ class BenchConfig:
     # timing.min_repeats) more than the per-point budget timing.max_seconds, or was skipped
     # for memory (KV cache + parameters, checked before allocation). Not part of the point id.
     batch_ladder: bool = False
+    # skip a point whose resolution is not one the FastVLM paper used for its encoder
+    # (`fastvlm-bench list`): a cross-product sweep of several encoders then measures each at
+    # its own paper resolutions only (sweep=runtimes)
+    paper_resolutions_only: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
     timing: TimingConf = field(default_factory=TimingConf)
     reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
@@ -221,6 +245,9 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
 
     if cfg.decode_tokens and cfg.llm.name == _NO_LLM:
         problems.append("decode_tokens needs an LLM: llm=none is an encoder-only point")
+    if cfg.decode_tokens and str(cfg.backend.name) not in ("eager",):
+        problems.append(f"decode_tokens runs the LLM eagerly (VLM.decode_step); backend={cfg.backend.name} is not "
+                        "supported with it yet")
     if cfg.compile and cfg.decode_tokens:
         problems.append("compile=true with decode_tokens is not supported: every decode step has a new KV-cache "
                         "length, so static-shape graphs would recompile on every step")
@@ -253,6 +280,12 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
         if value not in reg and not (kind == "llm" and value == NO_LLM):
             extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
             problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
+    from .models.backends import BACKENDS
+
+    if cfg.backend.name not in BACKENDS:
+        problems.append(f"unknown backend {cfg.backend.name!r}; valid: {', '.join(BACKENDS.names())}")
+    else:
+        problems += BACKENDS.get(cfg.backend.name)().problems(cfg)
     if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
         problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
     if cfg.image_size is not None:
@@ -312,6 +345,10 @@ def register_configs() -> None:
 
     for name in LLMS.names() + [NO_LLM]:  # llm=none: an encoder-only point
         cs.store(group="llm", name=name, node=LLMConf(name=name))
+    from .models.backends import BACKENDS
+
+    for name in BACKENDS.names():
+        cs.store(group="backend", name=name, node=BackendConf(name=name))
     for name in TILINGS.names():
         cs.store(group="tiling", name=name, node=TilingConf(name=name))
     from .models.reduction import REDUCTIONS

@@ -16,6 +16,12 @@
 # parser still loads under the 4.9.3 runtime, and this script checks that it parses a formula.
 # `pip check` must report exactly that one conflict and nothing else.
 #
+# The lock also holds the deployment runtimes of backend=onnxruntime/openvino (the `runtimes`
+# extra: onnx, onnxscript, onnxruntime, openvino), which the tests need. Left to themselves they
+# would pull protobuf 7.x, which wandb (an lmms-eval requirement) refuses; constraints/lock.in
+# caps protobuf<7, which every one of their locked releases accepts, so there is no conflict to
+# allow. This script checks that the runtimes import and that protobuf stayed below 7.
+#
 # Idempotent: when the environment already matches the lock and the project is installed
 # (editable, from this checkout), nothing is installed and the checks take seconds.
 set -euo pipefail
@@ -128,6 +134,11 @@ with warnings.catch_warnings():
 import sympy
 assert sympy.simplify(val - sympy.Rational(3, 2)) == 0, val
 print("[install] latex2sympy2 parses under antlr 4.9.3 (%s)" % val)
+import google.protobuf, onnx, onnxruntime, onnxscript, openvino
+assert int(google.protobuf.__version__.split(".")[0]) < 7, google.protobuf.__version__
+assert "CPUExecutionProvider" in onnxruntime.get_available_providers()
+print("[install] runtimes: onnxruntime %s, openvino %s, onnx %s (protobuf %s)"
+      % (onnxruntime.__version__, openvino.__version__.split("-")[0], onnx.__version__, google.protobuf.__version__))
 from bench.measure.environment import stack_info
 info = stack_info()
 assert info["lock"] == "lock.txt", info

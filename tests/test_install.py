@@ -130,6 +130,11 @@ def test_lock_files_agree_and_pin_the_fixes():
     assert (major, minor) < (4, 3), "filelock 4.3 removed filelock._api, which lmms-eval 0.7.3 imports"
     for name in ("torch", "transformers", "timm", "hydra-core", "numpy"):
         assert canonical_name(name) in base, f"{name} is not pinned"
+    # the deployment runtimes (the `runtimes` extra) are in the full lock only, with protobuf < 7,
+    # which wandb (lmms-eval) needs and which they accept
+    for name in ("onnx", "onnxscript", "onnxruntime", "openvino"):
+        assert canonical_name(name) in full and canonical_name(name) not in base, name
+    assert int(full["protobuf"].split(".")[0]) < 7, "wandb (lmms-eval) needs protobuf<7"
 
 
 def test_records_know_the_stack(tmp_path):

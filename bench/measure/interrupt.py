@@ -55,6 +55,10 @@ class PointInterrupted(Exception):
     the sweep's driver learns that the job ended; in the driver :func:`bench.app.run` ends the
     sweep with :func:`exit_status`."""
 
+    #: Wrappers of errors (a backend naming its stage) let it through as it is: the point is
+    #: interrupted, not failed (bench.models.backends.base).
+    interrupts_point = True
+
     def __init__(self, signum: int):
         self.signum = int(signum)
         super().__init__(f"interrupted by {signal_name(signum)} while measuring (preempted, cancelled, "

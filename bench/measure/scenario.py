@@ -6,7 +6,6 @@ Data flows one way: config -> build models -> time -> record. Failures of the po
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import logging
@@ -21,6 +20,7 @@ from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
 from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
 from ..models.decode import decode_bytes_per_step, kv_cache_bytes
+from ..models.backends import get_backend
 from ..models.llms import NO_LLM
 from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target_stage
 from ..models.tiling import plan_for, source_image
@@ -103,6 +103,9 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
     if encoder_only and cfg.checkpoint:
         raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
+    threads = None if cuda else resolve_threads(cfg.threads)
+    backend_name = "compile" if cfg.compile and cfg.backend.name == "eager" else cfg.backend.name
+    backend = get_backend(backend_name)
     reduction = to_conf(cfg.reduction)
     # Encoder only: the LLM-side knobs (projector, prompt, attention) change nothing that runs,
     # so they are null in the point (and its id), not the values of parts that were never built.
@@ -111,8 +114,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=None if encoder_only else cfg.prompt_tokens,
                        attn_implementation=None if encoder_only else str(cfg.attn_implementation),
-                       compile=bool(cfg.compile), compile_mode=cfg.compile_mode,
-                       preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
+                       compile=bool(cfg.compile) or backend_name == "compile", compile_mode=cfg.compile_mode,
+                       preprocess=bool(cfg.preprocess), threads=threads,
                        timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
                        channels_last=bool(cfg.channels_last), projector=None if encoder_only else cfg.projector,
@@ -120,6 +123,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
                        extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
+                       backend=backend_name, backend_stages=backend.stages(cfg),
+                       backend_options=backend.options(cfg, threads, dtype_name(dt)),
                        tiling=tiling, tile_size=tile_size, image_size=image_size,
                        reduction=reduction.name, reduction_params=point_params(reduction),
                        decode_tokens=int(cfg.decode_tokens))
@@ -175,6 +180,8 @@ def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
                memory_headroom=cfg.memory_headroom)
     if cfg.batch_ladder:  # only where set: today's records keep their settings
         out["batch_ladder"] = True
+    if cfg.paper_resolutions_only:  # only said where set: older tables keep their columns
+        out["paper_resolutions_only"] = True
     return out
 
 
@@ -196,6 +203,10 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
     try:
         plan = _visual_tokens(point, rec, enc_spec)
+        if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
+            raise InvalidResolutionError(
+                f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
+                f"({', '.join(map(str, enc_spec.paper_resolutions)) or 'none'}; paper_resolutions_only=true)")
     except InvalidResolutionError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
         rec.wall_s = time.perf_counter() - t_start
@@ -292,7 +303,9 @@ def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[s
             if key in _PREFILL_FLOPS:
                 out[st.name] = _PREFILL_FLOPS[key]
                 continue
-        _, out[st.name] = count_flops(lambda: st.run(flow))
+        # a runtime's stage counts the arithmetic of the eager module it was exported from
+        run = getattr(st.run, "computes", st.run)
+        _, out[st.name] = count_flops(lambda: run(flow))
         if st.name == "prefill":
             _PREFILL_FLOPS[key] = out[st.name]
     if end_to_end(pipe):  # no TTFT without a prefill (encoder-only points): null, not the encoder's
@@ -308,34 +321,6 @@ def _check_finite(point: PointConfig, **tensors) -> None:
         if t is not None and not torch.isfinite(t).all():
             raise RuntimeError(f"{point.label()}: non-finite values in {name} on the first warm-up iteration; "
                                "timing them would not measure real arithmetic")
-
-
-def _compile(point: PointConfig, vlm, run_once, rec: Record) -> None:
-    """torch.compile every stage, isolated per point: Dynamo state reset, static shapes, and
-    graphs, graph breaks and recompiles recorded. Compile time is recorded apart, never timed."""
-    import torch._dynamo as dynamo
-    from torch._dynamo.utils import counters
-
-    dynamo.reset()
-    counters.clear()
-    t0 = time.perf_counter()
-    vlm.encoder = torch.compile(vlm.encoder, mode=point.compile_mode, dynamic=False)
-    if vlm.llm is not None:  # encoder-only points have neither
-        vlm.projector = torch.compile(vlm.projector, mode=point.compile_mode, dynamic=False)
-        vlm.llm = torch.compile(vlm.llm, mode=point.compile_mode, dynamic=False)
-    for _ in range(2):  # compile, then prove the graphs are reused
-        run_once()
-    if point.device.startswith("cuda"):
-        torch.cuda.synchronize(torch.device(point.device))
-    rec.compile_s = time.perf_counter() - t0
-    rec.compile_info = {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
-                        "graph_breaks": int(sum(counters["graph_break"].values())),
-                        "recompiles": int(counters["recompiles"].get("recompiles", 0)
-                                          + sum(v for k, v in counters["stats"].items() if "recompil" in k)),
-                        "cudagraph_skips": int(sum(counters["inductor"].get(k, 0) for k in counters["inductor"]
-                                                   if "cudagraph_skip" in k))}
-    if rec.compile_info["unique_graphs"] == 0:
-        raise RuntimeError("torch.compile produced no graph: the point would run eager")
 
 
 @torch.inference_mode()
@@ -364,8 +349,9 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
         rec.flops = _count_stage_flops(point, pipe, Flow(pixels, ids))
 
-    if point.compile:
-        _compile(point, vlm, lambda: pipe(Flow(pixels, ids)), rec)
+    # compile, or export + load + numerics check: untimed, recorded apart (compile_s, backend_info)
+    backend = get_backend(point.backend)
+    backend.prepare(pipe, vlm, point, Flow(pixels, ids), rec, Path(cfg.results_dir) / "exports", cfg.backend.atol)
 
     if cfg.measure_peak:  # roofline ceilings, measured once per process, device, dtype and threads
         key = (str(dev), vlm.dtype, point.threads)
@@ -409,7 +395,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
     if "decode" in pipe.names():  # its steps are marked: the second and the last token (bench.models.decode)
         spans.update(ttst=(span[0], ("decode", 0)), e2e=(span[0], "decode"))
     timer = StageTimer(dev, spans=spans, mode=point.timing_mode)
-    guard = _no_recompiles() if point.compile else contextlib.nullcontext()
+    guard = backend.timing_guard()
     with MemoryTracker(dev) as mem, guard:
         result = timer.run(step, rule, probe=probe_for(dev, point.threads),
                            pass_turn=turns.pass_turn if turns.path else None)
@@ -488,21 +474,3 @@ def extra_work_ms(threads: int, device: str = "cpu", n: int = 400) -> float:
         torch.mm(a, b, out=out)
     sync()
     return (time.perf_counter() - t) * 1e3 / n
-
-
-class _no_recompiles:
-    """While timing, a recompile is an error (the point would silently time another graph,
-    or fall back to eager after the recompile limit), not a result."""
-
-    def __enter__(self):
-        import torch._dynamo.config as dc
-
-        self._old = dc.error_on_recompile
-        dc.error_on_recompile = True
-        return self
-
-    def __exit__(self, *exc):
-        import torch._dynamo.config as dc
-
-        dc.error_on_recompile = self._old
-        return False

@@ -11,9 +11,10 @@ from typing import Any
 
 _EXPORTS = {"ENCODERS": ".encoders", "InvalidResolutionError": ".encoders", "get_encoder_spec": ".encoders",
             "LLMS": ".llms", "get_llm_spec": ".llms",
-            "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm", "TILINGS": ".tiling"}
+            "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm", "TILINGS": ".tiling",
+            "BACKENDS": ".backends"}
 
-__all__ = ["ENCODERS", "LLMS", "TILINGS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
+__all__ = ["BACKENDS", "ENCODERS", "LLMS", "TILINGS", "VLM", "InsufficientMemoryError", "InvalidResolutionError", "build_vlm",
            "get_encoder_spec", "get_llm_spec"]
 
 

@@ -290,10 +290,16 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     # an encoder-only point lets a kept LLM go too: its peak RSS must be the encoder's alone
     lm = _kept_llm(key)
     kept = lm is not None
-    with meta_parameters():
+    # Seeded (and the caller's RNG left as it was): the vectors a module initialises itself
+    # (biases, class tokens) are the same in every process, so the placeholder model is one
+    # model, and a backend's cached export of it stays valid (bench.models.backends.export_cache).
+    with torch.random.fork_rng(devices=[]), meta_parameters():
+        torch.manual_seed(0)
         enc = enc_spec.build(resolution)
         if not kept and not encoder_only:
+            torch.manual_seed(1)
             lm = llm_spec.build(attn_implementation)
+        torch.manual_seed(2)  # whether the LLM was built or kept
         proj = None if encoder_only else build_projector(projector, enc_spec.channels, llm_spec.hidden_size)
     vlm = VLM(enc, proj, lm, encoder, llm, resolution).eval()
     elem = torch.empty((), dtype=dt).element_size()

@@ -47,8 +47,8 @@ carries it per comparison (``quality``) and in all (``flagged_runs``, ``flagged`
 ratio of two loaded runs is mostly the load.
 
 **Stacks.** Ratios mix the change under test with any change of machine or software. When the
-sides differ in device, threads, dtype or the versions of torch, transformers or timm,
-``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
+sides differ in device, threads, dtype or the versions of torch, transformers, timm or a
+deployment runtime (onnxruntime, openvino, onnx, onnxscript), ``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
 partner. A different lock or installed stack (``env_lock_sha256``/``env_stack_sha256``) warns.
 
 Fractions (``--threshold``, ``--noise-floor``, ``--metric-threshold``) are fractions, 0.05 = 5 %:
@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import InputError
-from ..results.records import POINT_KEYS
+from ..results.records import BACKEND_VERSION_KEYS, POINT_KEYS
 from .rows import (RUN_COLUMN, as_float, effective_match_keys, json_safe, load_results, match_rows, normalize_value,
                    not_ok_rows, ok_rows, parse_fraction, parse_list, row_key, row_label, row_samples, varying_keys,
                    write_output)
@@ -91,7 +91,9 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 #: Sides that differ here are not comparable: a warning, or with --strict a refusal.
-STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transformers", "env_timm")
+#: The deployment runtimes' versions (backend=onnxruntime/openvino) count as the torch version does.
+STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transformers", "env_timm") + tuple(
+    f"env_{k}" for k in BACKEND_VERSION_KEYS)
 #: Sides that differ here were measured on another installed stack: a warning.
 STACK_COLUMNS = ("env_lock_sha256", "env_stack_sha256")
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..accuracy.schema import SOURCE_PAPER, empty_accuracy, read_accuracy_files
+from ..analysis.backends import backend_table, rankings
 from ..analysis.join import join_efficiency_accuracy
 from ..analysis.pareto import AVG5, avg_accuracy, avg_label, pareto_front
 from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_points
@@ -39,9 +40,10 @@ X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
                   ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
                   ("threads", "t{}"), ("preprocess", "preprocess={}"), ("tiling", "{}"),
-                  ("image_size", "image {}"),
+                  ("image_size", "image {}"), ("backend", "{}"),
                   ("decode_tokens", "+{}tok"))
-ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile")
+ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile", "backend",
+               "backend_options")
 PathLike = Union[str, Path]
 
 
@@ -306,6 +308,24 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                        "vision_latency_achieved_tflops", "vision_params"])
     sec.tables.append(("Vision-encoder latency (ms)", ok[vcols].sort_values(["encoder", "resolution"])))
     sections.append(sec)
+
+    # -------- deployment runtimes (bench.models.backends): only when the sweep has several
+    bt = backend_table(ok)
+    if len(bt):
+        rank_tab, changes = rankings(ok)
+        sec = Section("Vision latency by backend",
+                      text=("Each encoder configuration through every backend (eager PyTorch, torch.compile, "
+                            "ONNX Runtime, OpenVINO). Speed-up = eager / backend vision latency, with a 95 % "
+                            "bootstrap interval over both points' iterations. Export and first-load times "
+                            "are recorded apart, never timed; max_rel_err is the first call's error against "
+                            "eager on the same input (max |diff| / max |eager|). "
+                            + ("Ranking of encoder configurations by vision latency: "
+                               + (" ".join(changes) if changes else "the same under every backend as eager.")
+                               if len(rank_tab) else "")))
+        sec.tables.append(("Vision latency (ms) by encoder configuration and backend", bt))
+        if len(rank_tab):
+            sec.tables.append(("Ranking by vision latency (1 = fastest) per backend", rank_tab))
+        sections.append(sec)
 
     # -------- visual tokens
     sec = Section("Visual tokens vs resolution")

@@ -45,6 +45,7 @@ POINT_KEYS = (
     "tiling", "tile_size", "image_size",
     "reduction", "reduction_params",
     "decode_tokens",
+    "backend", "backend_stages", "backend_options",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -54,12 +55,17 @@ _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_finger
                "timing_mode": "pipelined", "tf32": None, "cudnn_benchmark": None, "channels_last": False,
                "extra_work_stage": None, "extra_work_matmuls": 0,
                "tiling": "none", "tile_size": None, "image_size": None, "reduction": "none", "reduction_params": None,
+               "backend": "eager", "backend_stages": None, "backend_options": None,
                "decode_tokens": 0}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
 
 STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
+
+#: Runtime versions a backend point records (``env_<name>`` columns; ``compare`` warns when
+#: the two sides differ in any of them).
+BACKEND_VERSION_KEYS = ("onnxruntime", "openvino", "onnx", "onnxscript")
 
 
 @dataclass
@@ -111,11 +117,27 @@ class PointConfig:
     #: output tokens per answer: the first from prefill, then decode_tokens - 1 decode steps
     #: (0: the first token only)
     decode_tokens: int = 0
+    #: How the stages run (bench.models.backends): eager | compile | onnxruntime | openvino.
+    #: ``compile`` is today's ``compile=true`` (the two are one knob: see __post_init__).
+    backend: str = "eager"
+    #: The stages the backend runs, comma-separated in pipeline order (null: eager, compile).
+    backend_stages: Optional[str] = None
+    #: The backend's runtime knobs that change what runs, ``key=value`` comma-separated and
+    #: sorted (ONNX Runtime: ep, graph_opt, intra_op_threads, opset; OpenVINO: hint, precision,
+    #: streams, threads). Null for eager and compile.
+    backend_options: Optional[str] = None
+
+    def __post_init__(self):
+        # ``compile=true`` predates the backend axis: records made with it say backend=compile.
+        if self.compile and self.backend == "eager":
+            self.backend = "compile"
 
     def point_id(self) -> str:
         """A stable short id: the same knobs always give the same id (used for resume)."""
         knobs = {k: getattr(self, k) for k in POINT_KEYS
                  if not (k in _LATER_KEYS and getattr(self, k) == _LATER_KEYS[k])}
+        if self.compile and knobs.get("backend") == "compile":  # said by compile=true already
+            del knobs["backend"]
         key = json.dumps(knobs, sort_keys=True)
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
@@ -224,6 +246,11 @@ class Record:
     #: The point's stages in order, each with what put it there or last replaced how it runs
     #: (``vlm``, a tiling mode, a reduction method, a backend): bench.models.pipeline.
     pipeline: Dict[str, str] = field(default_factory=dict)
+    #: Deployment runtimes (bench.models.backends): per backend stage the exporter, export and
+    #: first-load seconds (apart from every timed number), whether the export came from the
+    #: cache (or was rebuilt, and why), the numerics check against eager (max abs/rel error,
+    #: tolerance) and the runtime versions. Empty for eager and compile.
+    backend_info: Dict[str, Any] = field(default_factory=dict)
     #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
     #: not part of the point id (see POINT_KEYS), recorded so the table says it.
     settings: Dict[str, Any] = field(default_factory=dict)
@@ -292,6 +319,17 @@ class Record:
                    turns_taken=self.turns_taken,
                    idle_power_w=self.idle_power_w, graph_breaks=self.compile_info.get("graph_breaks"),
                    recompiles=self.compile_info.get("recompiles"))
+        bi = self.backend_info or {}
+        stages = bi.get("stages") or {}
+        row["export_s"] = sum(v.get("export_s") or 0.0 for v in stages.values()) if stages else None
+        row["backend_load_s"] = sum(v.get("load_s") or 0.0 for v in stages.values()) if stages else None
+        row["export_cached"] = all(v.get("cached") for v in stages.values()) if stages else None
+        errs = [v["max_abs_err"] for v in stages.values() if v.get("max_abs_err") is not None]
+        rels = [v["max_rel_err"] for v in stages.values() if v.get("max_rel_err") is not None]
+        row["backend_max_abs_err"] = max(errs) if errs else None
+        row["backend_max_rel_err"] = max(rels) if rels else None
+        for key in BACKEND_VERSION_KEYS:
+            row[f"env_{key}"] = (bi.get("versions") or {}).get(key)
         row["pipeline"] = " > ".join(f"{k}:{v}" for k, v in self.pipeline.items()) or None
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",

@@ -1,0 +1,338 @@
+"""What every backend is: which stages it can run, its knobs, and how it edits a pipeline.
+
+A backend changes *how* a stage runs, never *what* it computes (``bench.models.pipeline``):
+the eager module of the stage is the reference it is exported from and checked against.
+Two kinds:
+
+- in-process PyTorch (``eager``, ``compile``): the stage's own ``run``, maybe wrapped;
+- deployment runtimes (``onnxruntime``, ``openvino``, :class:`ExportedBackend`): the stage's
+  module is exported at the point's static shapes, cached by content
+  (:mod:`.export_cache`), loaded into the runtime, and its first output compared with eager's
+  on the same input (:mod:`.numerics`) before anything is timed. Export and first-load time
+  are recorded apart (``backend_info``), never timed.
+
+A stage a backend cannot run is a one-line :class:`~bench.config.ConfigError` when asked for
+(``backend.stages``), and it is never run eagerly behind the backend's name: stages the
+backend does not run keep their owner (``vlm``) in the record's ``pipeline``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ...registry import Registry
+from ..pipeline import Flow, Pipeline
+
+log = logging.getLogger("fastvlm_bench")
+
+#: Stages a runtime may run, in pipeline order.
+RUNTIME_STAGES = ("vision_latency", "projector", "prefill")
+
+
+class BackendError(RuntimeError):
+    """A backend stage that cannot be used (export failed, wrong shapes, outputs disagree with
+    eager): the point is an ``error`` whose message names the backend and the stage."""
+
+
+class Backend:
+    """One way of running a point's stages. Subclasses register with ``@BACKENDS.register``."""
+
+    name: str = ""
+    #: the stages this backend can run
+    can_run: Tuple[str, ...] = ()
+
+    def problems(self, cfg) -> List[str]:
+        """What makes ``cfg`` (a :class:`~bench.config.BenchConfig`) impossible for this backend."""
+        out = []
+        for st in cfg.backend.stages or ():
+            if st not in self.can_run:
+                out.append(f"backend {self.name} cannot run stage {st!r} (it runs: {', '.join(self.can_run) or 'none'})")
+        return out
+
+    def stages(self, cfg) -> Optional[str]:
+        """The point's ``backend_stages``: asked-for stages in pipeline order, else all it can run."""
+        return None
+
+    def options(self, cfg, threads: Optional[int], dtype: str) -> Optional[str]:
+        """The point's ``backend_options`` (knobs that change what runs, in the id)."""
+        return None
+
+    def versions(self) -> Dict[str, str]:
+        return {}
+
+    def apply(self, pipe: Pipeline, vlm, point) -> None:
+        """Edit ``pipe`` (the AXES hook); nothing is exported or run here."""
+
+    def prepare(self, pipe: Pipeline, vlm, point, flow: Flow, rec, cache_root: Path,
+                atol: Optional[float] = None) -> None:
+        """Untimed work before the first iteration (compile, export, load, numerics check)."""
+
+    def timing_guard(self):
+        """A context held around the timed loop (compile: a recompile is an error)."""
+        return contextlib.nullcontext()
+
+
+BACKENDS: Registry[Backend] = Registry("backend")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (runtimes raise multi-line C++ traces)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def options_string(knobs: Dict[str, Any]) -> str:
+    return ",".join(f"{k}={knobs[k]}" for k in sorted(knobs))
+
+
+def parse_options(text: Optional[str]) -> Dict[str, str]:
+    return dict(kv.split("=", 1) for kv in (text or "").split(",") if kv)
+
+
+# ---- the stages a runtime can run, as modules with tensor inputs and outputs -----------------
+
+class _Prefill(torch.nn.Module):
+    """The prefill stage as one graph: (visual embeddings, prompt ids) -> (last logits, K, V, ...),
+    the KV cache flattened to tensors, since a deployment runtime has no ``DynamicCache``."""
+
+    def __init__(self, vlm):
+        super().__init__()
+        self.vlm = vlm
+
+    def forward(self, embeds: torch.Tensor, ids: torch.Tensor):
+        out = self.vlm._prefill_forward(embeds, ids)
+        kv = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1, :], *kv)
+
+
+@dataclass
+class StageGraph:
+    """A stage as a module on named flow fields: what is exported, fed and checked."""
+
+    name: str
+    module: torch.nn.Module
+    inputs: Tuple[str, ...]  # Flow fields read, in order
+    compared: str  # the output compared with eager's (first output)
+    weights: Optional[torch.nn.Module] = None  # whose weights the export bakes in (default: module)
+
+    def example(self, flow: Flow) -> Tuple[torch.Tensor, ...]:
+        return tuple(getattr(flow, k) for k in self.inputs)
+
+    def write(self, flow: Flow, outs: Sequence[torch.Tensor]) -> None:
+        """Put a runtime's outputs where the eager stage puts its own."""
+        if self.name == "vision_latency":
+            flow.feats = outs[0]
+        elif self.name == "projector":
+            flow.embeds = outs[0]
+        else:
+            flow.logits = outs[0]
+            flow.token = flow.logits.argmax(dim=-1)
+            flow.past = tuple(outs[1:])  # (K0, V0, K1, V1, ...), as the runtime returned them
+            flow.token.cpu()  # ends prefill, as in base_pipeline
+
+
+def stage_graph(vlm, name: str) -> StageGraph:
+    if name == "vision_latency":
+        return StageGraph(name, vlm.encoder, ("pixels",), "feats")
+    if name == "projector":
+        return StageGraph(name, vlm.projector, ("feats",), "embeds")
+    if name == "prefill":
+        return StageGraph(name, _Prefill(vlm).eval(), ("embeds", "ids"), "logits", weights=vlm.llm)
+    raise KeyError(name)
+
+
+class _RuntimeStage:
+    """A pipeline stage run by a deployment runtime. ``computes`` is the eager run it replaced:
+    the FLOP counter counts that (same arithmetic), and :meth:`ExportedBackend.prepare` takes
+    the reference output from it. Until prepared, calling it is an error, not eager."""
+
+    def __init__(self, backend: str, graph: StageGraph, computes: Callable[[Flow], None]):
+        self.backend, self.graph, self.computes = backend, graph, computes
+        self.call: Optional[Callable[[List[np.ndarray]], List[np.ndarray]]] = None
+
+    def __call__(self, flow: Flow) -> None:
+        if self.call is None:
+            raise BackendError(f"{self.backend} {self.graph.name}: the stage was never exported and loaded")
+        arrays = [np.ascontiguousarray(t.detach().numpy()) for t in self.graph.example(flow)]
+        try:
+            outs = self.call(arrays)
+        except Exception as exc:
+            if getattr(exc, "interrupts_point", False):  # SIGTERM (measure.runner): not the stage's error
+                raise
+            raise BackendError(f"{self.backend} {self.graph.name}: {one_line(exc)}") from exc
+        self.graph.write(flow, [torch.from_numpy(np.asarray(o)) for o in outs])
+
+
+def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path: Path, opset: int) -> str:
+    """Export ``module`` at ``example``'s static shapes to ``path`` (weights as external data);
+    returns how. ``torch.onnx.export(dynamo=True)`` first (torch.export + onnxscript, what
+    PyTorch recommends), the TorchScript exporter where that fails for an architecture."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset, external_data=True,
+                              verbose=False)
+        return f"torch.onnx.export(dynamo=True, opset={opset})"
+    except Exception as dynamo_exc:  # recorded: which exporter made the graph
+        if getattr(dynamo_exc, "interrupts_point", False):
+            raise
+        for p in path.parent.iterdir():
+            if p.name.startswith(path.name):
+                p.unlink()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
+        except Exception as ts_exc:
+            raise RuntimeError(f"dynamo exporter: {one_line(dynamo_exc)}; TorchScript exporter: "
+                               f"{one_line(ts_exc)}") from ts_exc
+        return f"torch.onnx.export(dynamo=False, opset={opset}) (dynamo failed: {type(dynamo_exc).__name__})"
+
+
+@dataclass
+class Exported:
+    """What an exporter made: the files in the cache entry, and how."""
+
+    files: List[str]
+    exporter: str
+
+
+class ExportedBackend(Backend):
+    """A deployment runtime: export each stage's module, load it, check it, then run it."""
+
+    can_run = RUNTIME_STAGES
+    #: what a cache key of this backend depends on besides the stage (format, opset, ...)
+    format_version: str = "1"
+
+    def problems(self, cfg) -> List[str]:
+        out = super().problems(cfg)
+        if str(cfg.dtype) not in ("fp32", "auto"):
+            out.append(f"backend {self.name} runs fp32 on this CPU build; got dtype={cfg.dtype}")
+        if cfg.device not in ("cpu", "auto") or (cfg.device == "auto" and torch.cuda.is_available()):
+            out.append(f"backend {self.name} runs on device=cpu (its CPU build); got device={cfg.device}")
+        if cfg.compile:
+            out.append(f"compile=true and backend={self.name} are two backends: choose one")
+        for axis in ("tiling", "reduction"):  # they change what a stage's module is: not exported yet
+            if str(getattr(getattr(cfg, axis, None), "name", "none")) != "none":
+                out.append(f"backend {self.name} cannot run a point with {axis}={getattr(cfg, axis).name} yet "
+                           "(its stages' modules and inputs are that axis's own)")
+        from ..llms import NO_LLM
+
+        if cfg.llm.name == NO_LLM and set(cfg.backend.stages or ()) - {"vision_latency"}:
+            out.append(f"llm={NO_LLM} has the vision_latency stage alone; backend.stages asks for "
+                       f"{', '.join(s for s in cfg.backend.stages if s != 'vision_latency')}")
+        if cfg.channels_last:
+            out.append(f"channels_last is a PyTorch memory format; backend {self.name} chooses its own layouts")
+        try:
+            self.versions()
+        except ImportError as exc:
+            out.append(f"backend {self.name} is not installed ({exc.name}): pip install -e .[runtimes] "
+                       "with constraints/lock.txt (bash scripts/install.sh)")
+        return out
+
+    def stages(self, cfg) -> Optional[str]:
+        from ..llms import NO_LLM
+
+        # an encoder-only point (llm=none) has the encoder stage alone
+        have = ("vision_latency",) if cfg.llm.name == NO_LLM else RUNTIME_STAGES
+        want = list(cfg.backend.stages or self.can_run)
+        return ",".join(s for s in have if s in want)
+
+    def apply(self, pipe: Pipeline, vlm, point) -> None:
+        for name in (point.backend_stages or "").split(","):
+            if not name:
+                continue
+            if name not in pipe.names():
+                raise BackendError(f"{self.name} {name}: the pipeline has no such stage ({', '.join(pipe.names())})")
+            pipe.replace(name, _RuntimeStage(self.name, stage_graph(vlm, name), pipe.get(name).run), self.name)
+
+    # -- subclasses ------------------------------------------------------------------------
+    def export(self, graph: StageGraph, example: Tuple[torch.Tensor, ...], folder: Path, point) -> Exported:
+        raise NotImplementedError
+
+    def load(self, folder: Path, point) -> Tuple[Callable[[List[np.ndarray]], List[np.ndarray]], List[Tuple]]:
+        """``(call, input shapes)``: ``call(arrays) -> arrays`` runs the loaded graph once."""
+        raise NotImplementedError
+
+    def key_parts(self, point) -> Dict[str, Any]:
+        return {}
+
+    # -- the untimed part of a point -------------------------------------------------------
+    def prepare(self, pipe: Pipeline, vlm, point, flow: Flow, rec, cache_root: Path,
+                atol: Optional[float] = None) -> None:
+        from . import export_cache, numerics
+
+        runtime = [s for s in pipe.stages if isinstance(s.run, _RuntimeStage)]
+        info: Dict[str, Any] = {"name": self.name, "versions": self.versions(), "options": point.backend_options,
+                                "stages": {}}
+        rec.backend_info = info
+        if not runtime:
+            return
+        # One eager pass: every runtime stage's input (export example, numerics input) and its
+        # reference output, each stage on eager inputs (an error is the stage's own).
+        refs: Dict[str, Tuple[Tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        for st in pipe.stages:
+            if isinstance(st.run, _RuntimeStage):
+                example = tuple(t.clone() for t in st.run.graph.example(flow))
+                st.run.computes(flow)
+                refs[st.name] = (example, getattr(flow, st.run.graph.compared).detach().clone())
+            else:
+                st.run(flow)
+        for st in runtime:
+            graph, (example, ref) = st.run.graph, refs[st.name]
+            key = export_cache.content_key(self.name, self.format_version, graph, example, point,
+                                           self.versions(), self.key_parts(point))
+            entry: Dict[str, Any] = {}
+            t0 = time.perf_counter()
+            try:
+                folder, made = export_cache.get_or_build(
+                    cache_root, self.name, key, lambda d: self.export(graph, example, d, point), entry,
+                    st.name)
+            except BackendError:
+                raise
+            except Exception as exc:
+                if getattr(exc, "interrupts_point", False):
+                    raise
+                raise BackendError(f"{self.name} {st.name}: export failed: {one_line(exc)}") from exc
+            # a cached entry's check (sizes and SHA-256 of its files) is kept apart from export time
+            entry["export_s" if made else "cache_check_s"] = time.perf_counter() - t0
+            entry.setdefault("export_s", 0.0)
+            entry["cached"] = not made
+            entry["cache_key"] = key
+            t0 = time.perf_counter()
+            try:
+                call, shapes = self.load(folder, point)
+            except Exception as exc:
+                if getattr(exc, "interrupts_point", False):
+                    raise
+                raise BackendError(f"{self.name} {st.name}: the export in {folder} does not load: "
+                                   f"{one_line(exc)}") from exc
+            want = [tuple(t.shape) for t in example]
+            if [tuple(s) for s in shapes] != want:
+                raise BackendError(f"{self.name} {st.name}: the exported graph takes inputs of shape "
+                                   f"{', '.join(map(str, map(tuple, shapes)))} but the stage gets "
+                                   f"{', '.join(map(str, want))} (export {folder})")
+            st.run.call = call
+            probe = Flow(flow.pixels, flow.ids, feats=flow.feats, embeds=flow.embeds)
+            for name, t in zip(graph.inputs, example):
+                setattr(probe, name, t)
+            st.run(probe)  # the backend's first call: on the eager stage's own input
+            entry["load_s"] = time.perf_counter() - t0
+            entry.update(numerics.compare(getattr(probe, graph.compared), ref, point.dtype, self.name, st.name, atol))
+            info["stages"][st.name] = entry
+            log.info("%s %s: %s in %.1f s, loaded in %.2f s, max abs err %.2g (rel %.2g)", self.name, st.name,
+                     "cached export" if not made else f"exported ({entry.get('exporter')})", entry["export_s"],
+                     entry["load_s"], entry["max_abs_err"], entry["max_rel_err"])
+        eager = [s.name for s in pipe.stages if not isinstance(s.run, _RuntimeStage)]
+        if eager:
+            log.info("%s runs %s; eager PyTorch runs %s", self.name, ", ".join(s.name for s in runtime),
+                     ", ".join(eager))
