@@ -8,6 +8,7 @@ parameters directly on the device (or loads a local checkpoint).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,17 @@ from .llms import NO_LLM, get_llm_spec
 from .materialize import count_parameters, materialize, meta_parameters
 from .memory import working_set_bytes
 from .projector import build_projector
+
+class _RenameNotice(logging.Filter):
+    """transformers 5.2x announces a rename of ``past_key_values`` (to ``cache``) that its own
+    models' signatures do not take yet, through its logger (once per process) as well as a
+    FutureWarning; our output carries no library noise, so both are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "are deprecated. Use `cache` instead" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.generic").addFilter(_RenameNotice())
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
