@@ -68,3 +68,25 @@ def test_meta_parameters_only_affect_the_calling_thread():
     assert mine.weight.device.type == "meta"
     assert other["linear"].weight.device.type == "cpu"
     assert nn.Module.register_parameter is original
+
+
+def test_the_registry_imports_no_timm_and_a_build_no_wandb():
+    """Filling the registries (Hydra's config groups, a config error) imports neither timm nor
+    wandb; building a timm tower imports timm but not wandb (timm's optional ``import wandb`` is
+    hidden, 1.5-2 s a process); a later ``import wandb`` still gets the real package."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from bench.models.encoders import ENCODERS
+assert ENCODERS.names() and 'timm' not in sys.modules and 'wandb' not in sys.modules, 'registry'
+ENCODERS.get('tiny_vit').build(64)
+assert 'timm' in sys.modules and 'wandb' not in sys.modules, 'build'
+import timm.utils.summary
+import wandb
+assert wandb.__version__ and sys.modules['wandb'] is wandb
+print('ok')
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]

@@ -137,3 +137,32 @@ def test_arrivals_of_finished_processes_do_not_count(tmp_path):
     assert "only 1 of timing.turn_parties=2" in err
     assert 1.0 <= time.perf_counter() - t0 < 30
     assert len((tmp_path / "reused.turn.arrivals").read_text().splitlines()) == 1  # dead ones pruned
+
+
+def test_a_timed_loop_stops_when_its_partner_has_finished(tmp_path):
+    """A real partner process takes turns for 12 blocks and exits; this process's timed loop,
+    whose target cannot be reached, stops at its next pass that nobody takes, with
+    ``partner_left``, instead of timing on alone to its 30 s budget (iterations the partner no
+    longer shares)."""
+    from bench.measure.timer import StageTimer, StopRule
+    from bench.measure.turns import Turns
+
+    turn = tmp_path / "pl.turn"
+    partner = _start(turn, blocks=12, start=time.time() + 3.0)
+    time.sleep(3.0)
+
+    def step(t):
+        with t.stage("x"):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.01:
+                pass
+
+    rule = StopRule(warmup=1, warmup_seconds=0.0, stable_window=1, min_seconds=0.0, min_repeats=5,
+                    max_seconds=30.0, target=1e-9, target_stage="x", turn_seconds=0.05, turn_blocks=6)
+    t0 = time.perf_counter()
+    with Turns(str(turn)) as turns:
+        res = StageTimer("cpu").run(step, rule, pass_turn=turns.pass_turn)
+    wall = time.perf_counter() - t0
+    assert _result(partner)["taken"] >= 3  # it did take turns with us
+    assert res.stop_reason == "partner_left", res.stop_reason
+    assert turns.taken_by_others >= 3 and wall < 15, (turns.taken_by_others, wall)

@@ -30,7 +30,12 @@ Turns (``pass_turn``, see :mod:`bench.measure.turns`): between blocks of about
 ``turn_seconds`` (warm-up and timed alike) the timer lets other processes have the machine,
 then runs one untimed iteration (the caches are cold); neither is part of any duration or
 budget. The timed loop spans at least ``turn_blocks`` turns, so that it overlaps the other
-process's and shares its drift.
+process's and shares its drift. When a partner that had taken turns stops taking them (it has
+finished: its own target was reached first), the loop stops too, at its target if reached, else
+with ``stop_reason="partner_left"``: iterations timed alone after that do not share the
+partner's drift, yet ``compare`` would pair them with its iterations. (An A/A pair in
+``tests/test_rigor.py`` read a 20 % "regression" that way: the side that went on alone for 2 s
+more read 4.3 ms while paired and 5-7 ms alone.)
 
 Steps inside a stage (:meth:`StageTimer.step`): a stage that repeats one unit of work (the
 decode stage's tokens) marks the end of each unit; the iteration then also yields the
@@ -234,7 +239,7 @@ class StageTimer:
     def run(self, step: Callable[["StageTimer"], object], rule: Optional[StopRule] = None,
             probe: Optional[IterationProbe] = None,
             on_iteration: Optional[Callable[[int], None]] = None,
-            pass_turn: Optional[Callable[[], None]] = None) -> TimingResult:
+            pass_turn: Optional[Callable[[], Optional[bool]]] = None) -> TimingResult:
         """Warm up until stable, then time until the target interval, the budget or the cap."""
         rule = rule or StopRule()
         bad = rule.problems()
@@ -243,13 +248,18 @@ class StageTimer:
         paused = 0.0  # seconds spent in other processes' turns: excluded from every duration
         block_start = time.perf_counter()
         blocks = 0  # turns passed while timing
+        partnered = partner_left = False  # another process took a turn; then stopped taking them
 
         def maybe_pass(timing: bool) -> None:
-            nonlocal paused, block_start, blocks
-            if pass_turn is None or time.perf_counter() - block_start < rule.turn_seconds:
+            nonlocal paused, block_start, blocks, partnered, partner_left
+            if pass_turn is None or partner_left or time.perf_counter() - block_start < rule.turn_seconds:
                 return
             t = time.perf_counter()
-            pass_turn()
+            taken = pass_turn()
+            if taken:
+                partnered = True
+            elif taken is False and partnered:
+                partner_left = True
             step(self)  # untimed: the other process has evicted the caches
             block_start = time.perf_counter()
             paused += block_start - t
@@ -302,12 +312,16 @@ class StageTimer:
                     break
                 if n < rule.min_repeats or elapsed < rule.min_seconds:
                     continue
-                if pass_turn is not None and blocks < rule.turn_blocks and elapsed < rule.max_seconds:
+                if pass_turn is not None and not partner_left and blocks < rule.turn_blocks \
+                        and elapsed < rule.max_seconds:
                     continue  # interleaved: span enough turns to share the machine's drift
                 key = rule.target_stage if rule.target_stage in self.samples else next(iter(self.samples))
                 ci_rel = summarize(self.samples[key], rule.confidence).ci_rel
                 if ci_rel is not None and ci_rel <= rule.target:
                     stop_reason = "target"
+                    break
+                if partner_left:
+                    stop_reason = "partner_left"
                     break
                 if elapsed >= rule.max_seconds:
                     stop_reason = "budget"

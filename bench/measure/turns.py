@@ -104,20 +104,27 @@ class Turns:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
 
-    def pass_turn(self) -> None:
-        """Let another process have the machine for one of its blocks, then take it back."""
+    def pass_turn(self) -> Optional[bool]:
+        """Let another process have the machine for one of its blocks, then take it back.
+        Returns whether another process took the turn (None without a file).
+
+        A process holds the lock whenever it does anything, so a pass that nobody takes within
+        ``ALONE_S`` means that no partner is waiting for the machine: alone from the start, or
+        the partner has finished (the timer stops there, see ``StageTimer.run``)."""
         if self.fd is None:
-            return
+            return None
         mine = self._counter()
         t0 = time.perf_counter()
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.held = False
         while self._counter() == mine and time.perf_counter() - t0 < ALONE_S:
             time.sleep(0.002)
-        if self._counter() != mine:
+        taken = self._counter() != mine
+        if taken:
             self.taken_by_others += 1
         self.waited_s += time.perf_counter() - t0
         self._take()
+        return taken
 
 
 _HELD: Dict[str, Turns] = {}

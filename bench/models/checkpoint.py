@@ -46,6 +46,8 @@ from typing import Dict, Iterable, List, Tuple, Union
 import torch
 from torch import nn
 
+from .encoders.base import load_timm
+
 PathLike = Union[str, Path]
 
 LLAVA_TOWER = "model.vision_tower."
@@ -143,6 +145,7 @@ def _tower_to_timm(tower: Dict[str, torch.Tensor], backbone: nn.Module) -> Dict[
         return {k[len(OWN_TOWER_PREFIX):]: v for k, v in tower.items()}
     if all(k.startswith(MOBILECLIP_TOWER_PREFIX) for k in tower):
         sd = {k[len(MOBILECLIP_TOWER_PREFIX):]: v for k, v in tower.items()}
+        load_timm()
         from timm.models.fastvit import FastVit, checkpoint_filter_fn
 
         if isinstance(backbone, FastVit):
@@ -164,6 +167,7 @@ def _resample_pos_embed(sd: Dict[str, torch.Tensor], backbone: nn.Module) -> Lis
     own = getattr(backbone, "pos_embed", None)
     if "pos_embed" not in sd or not isinstance(own, torch.Tensor) or sd["pos_embed"].shape == own.shape:
         return notes
+    load_timm()
     from timm.layers import resample_abs_pos_embed
 
     src = sd["pos_embed"]

@@ -30,16 +30,18 @@ def row_issues(row: Mapping[str, Any]) -> List[str]:
     disturbed = as_float(row.get("disturbed_iterations"))
     if disturbed:
         out.append(f"{int(disturbed)} disturbed iteration{'s' if disturbed != 1 else ''}")
-    if normalize_value(row.get("stop_reason")) == "budget":
+    reason = normalize_value(row.get("stop_reason"))
+    if reason in ("budget", "partner_left"):
+        when = "on the budget" if reason == "budget" else "when its interleaved partner finished"
         stage = normalize_value(row.get("setting_timing_target_stage"))
         stages = ([stage] if stage else []) + [s for s in _TARGET_STAGES if s != stage]
         rel = next((as_float(row.get(f"{s}_ci_rel")) for s in stages if as_float(row.get(f"{s}_ci_rel")) is not None),
                    None)
         target = as_float(row.get("setting_timing_target"))
         if rel is None:
-            out.append("stopped on the budget without an interval")
+            out.append(f"stopped {when} without an interval")
         elif target is not None and rel > FAR_FROM_TARGET * target:
-            out.append(f"stopped on the budget at +-{rel * 100:.0f}% (target +-{target * 100:g}%)")
+            out.append(f"stopped {when} at +-{rel * 100:.0f}% (target +-{target * 100:g}%)")
     return out
 
 

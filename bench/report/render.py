@@ -420,7 +420,8 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     # per-iteration probe saw contended (CPU) or throttled (GPU) iterations
     if "stop_reason" in ok.columns:
         disturbed = ok["disturbed_iterations"].fillna(0) if "disturbed_iterations" in ok.columns else 0
-        wide = ok[(ok["stop_reason"].fillna("") != "target") | (disturbed > 0)]
+        # a table read from CSV with no stop reasons at all has a float (NaN) column: compare as text
+        wide = ok[(ok["stop_reason"].astype(object).fillna("") != "target") | (disturbed > 0)]
         if len(wide):
             warnings.append(f"{len(wide)} point(s) with a wide interval (the stopping rule hit its budget) or "
                             "disturbed iterations: see 'Measurement quality'")

@@ -217,7 +217,8 @@ class Record:
     wall_s: Optional[float] = None
     #: Measured device peak (TFLOP/s) used for roofline fractions, when measured.
     device_peak_tflops: Optional[float] = None
-    #: The stopping rule's outcome: why the timed loop stopped (target | budget | max_repeats),
+    #: The stopping rule's outcome: why the timed loop stopped (target | budget | max_repeats |
+    #: partner_left: an interleaved partner finished first, see ``StageTimer.run``),
     #: the warm-up length and why it ended (stable | max_seconds).
     stop_reason: Optional[str] = None
     #: The stage whose interval the stopping rule watched: ``timing.target_stage`` (ttft), or

@@ -8,13 +8,48 @@ agree.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ...registry import Registry
+
+
+def load_timm() -> ModuleType:
+    """timm, imported on first use, without ``wandb``.
+
+    Two costs of every sweep process's start that buy nothing:
+
+    - The encoder modules only need timm to *build* a tower. Importing it when the registry is
+      filled (for Hydra's config groups) made a config error such as ``encoder=nope`` take as
+      long as a measured point: 10.8 s here, 7 s of it imports.
+    - ``timm.utils.summary`` does ``try: import wandb / except ImportError: pass`` at import
+      time, for ``update_summary(..., log_wandb=True)``, which fastvlm-bench never calls. wandb
+      is in the lock (lmms-eval needs it) and takes 1.5-2 s to import here, most of it pydantic
+      building its models. (A lazily executed module does not help: torchvision's start-up runs
+      ``inspect.getmodule``, which touches every module in ``sys.modules`` and so loads it.)
+
+    So while timm imports, ``sys.modules["wandb"]`` is None, which makes that one ``import
+    wandb`` raise ImportError as if wandb were not installed; the entry is removed afterwards, so
+    a later ``import wandb`` (lmms-eval's logger) imports the real package. Nothing changes where
+    wandb was already imported.
+    """
+    if "timm" in sys.modules:
+        return sys.modules["timm"]
+    hide = "wandb" not in sys.modules
+    if hide:
+        sys.modules["wandb"] = None  # type: ignore[assignment]
+    try:
+        import timm
+    finally:
+        if hide and "wandb" in sys.modules and sys.modules["wandb"] is None:
+            del sys.modules["wandb"]
+    return timm
+
 
 #: (kernel, stride, padding) of one down-sampling layer
 Downsample = Tuple[int, int, int]
@@ -129,6 +164,7 @@ class VisionEncoder(nn.Module):
     def prepare_for_inference(self) -> "VisionEncoder":
         """Deploy-time transforms that need real weights (branch fusion); eval mode. Idempotent."""
         if self.spec.reparameterize and not getattr(self, "_reparameterized", False):
+            load_timm()
             from timm.utils.model import reparameterize_model
 
             # in place: timm's default deep-copies the tower first (1 s for FastViTHD here)

@@ -12,10 +12,9 @@ compares at 256 and 512 px), with the same unpadded down-sampling (stride 32).
 """
 from __future__ import annotations
 
-import timm
 from torch import nn
 
-from .base import EncoderSpec, register_encoder
+from .base import EncoderSpec, load_timm, register_encoder
 
 CLIP_CONVNEXT_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
@@ -25,6 +24,7 @@ class ConvNeXtWithExtraStage(nn.Module):
 
     def __init__(self, base: nn.Module, width: int, depth: int):
         super().__init__()
+        load_timm()
         from timm.layers import LayerNorm, LayerNorm2d
         from timm.models.convnext import ConvNeXtStage
 
@@ -38,11 +38,11 @@ class ConvNeXtWithExtraStage(nn.Module):
 
 
 def _convnext_large(resolution: int):
-    return timm.create_model("convnext_large", pretrained=False, num_classes=0)
+    return load_timm().create_model("convnext_large", pretrained=False, num_classes=0)
 
 
 def _convnext_xxlarge(resolution: int):
-    return timm.create_model("convnext_xxlarge", pretrained=False, num_classes=0)
+    return load_timm().create_model("convnext_xxlarge", pretrained=False, num_classes=0)
 
 
 def _convllava_large(resolution: int):
@@ -50,6 +50,7 @@ def _convllava_large(resolution: int):
 
 
 def _tiny_convnext(resolution: int):
+    load_timm()
     from timm.models.convnext import ConvNeXt
 
     return ConvNeXt(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), num_classes=0)

@@ -9,14 +9,12 @@ timing, as they are deployed (``VisionEncoder.prepare_for_inference``).
 """
 from __future__ import annotations
 
-import timm
-
-from .base import EncoderSpec, register_encoder
+from .base import EncoderSpec, load_timm, register_encoder
 
 
 def _fastvit_builder(timm_name: str):
     def build(resolution: int):
-        return timm.create_model(timm_name, pretrained=False, num_classes=0)
+        return load_timm().create_model(timm_name, pretrained=False, num_classes=0)
 
     return build
 

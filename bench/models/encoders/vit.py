@@ -15,16 +15,14 @@ with the position embeddings built for the requested resolution.
 """
 from __future__ import annotations
 
-import timm
-
-from .base import ENCODERS, EncoderSpec, register_encoder
+from .base import ENCODERS, EncoderSpec, load_timm, register_encoder
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 
 
 def _timm_vit(timm_name: str, **kwargs):
     def build(resolution: int):
-        return timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=resolution, **kwargs)
+        return load_timm().create_model(timm_name, pretrained=False, num_classes=0, img_size=resolution, **kwargs)
 
     return build
 
@@ -52,6 +50,7 @@ def _vitamin_large(resolution: int):
     ``tests/test_tokens.py`` checks it against ``timm.create_model`` parameter for parameter."""
     from functools import partial
 
+    load_timm()
     from timm.layers import HybridEmbed
     from timm.models.vision_transformer import VisionTransformer
     from timm.models.vitamin import GeGluMlp, MbConvStages, VitCfg, VitConvCfg
@@ -75,6 +74,7 @@ register_encoder(EncoderSpec(
 
 
 def _tiny_vit(resolution: int):
+    load_timm()
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(img_size=resolution, patch_size=16, embed_dim=64, depth=2, num_heads=2,
