@@ -136,7 +136,7 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
                 startup = time.monotonic() - t_launch
             time.sleep(rng.uniform(0, 1.0))
         else:  # blind: around the end of start-up and into the first points (a point every ~0.5-1.5 s)
-            time.sleep(rng.uniform(0.5 * startup, startup + 2.0))
+            time.sleep(rng.uniform(0.4 * startup, startup + 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

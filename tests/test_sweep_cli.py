@@ -31,16 +31,6 @@ def test_multirun_basic_launcher_writes_records_and_progress(results_dir):
     assert len(rec["stages"]["ttft"]["samples"]) == 2 and rec["config"]["threads"] >= 1
 
 
-def test_submitit_local_launcher(results_dir):
-    p = run_cli(["-m", *TINY, "name=sub", f"results_dir={results_dir}", "encoder=tiny_vit",
-                 "resolution=32,48", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                 "hydra.sweeper.max_batch_size=1"], timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    df = load_table(results_dir / "sub")
-    assert sorted(df.resolution) == [32, 48] and set(df.status) == {"ok"}
-    assert list((results_dir / "sub" / "hydra").rglob(".submitit"))
-
-
 def test_bad_points_are_recorded_and_the_sweep_goes_on(results_dir):
     # 40 px is not a multiple of 16 (skipped); projector=bogus makes every build fail (error)
     p = run_cli(["-m", *TINY, "name=bad", f"results_dir={results_dir}", "encoder=tiny_vit",
