@@ -199,6 +199,12 @@ class BenchConfig:
     # its own paper resolutions only (sweep=runtimes)
     paper_resolutions_only: bool = False
     checkpoint: Optional[str] = None  # local LLaVA-style checkpoint folder (optional)
+    # A transformers VLM instead of a composed one: a shipped system's name (fastvlm-bench list)
+    # or a local model folder (config.json + processor files; *.safetensors load when present).
+    # encoder=, llm= and tiling= do not apply: the model's own class and processor decide.
+    hf: Optional[str] = None
+    min_pixels: Optional[int] = None  # hf points, Qwen2-VL-style processors: smart_resize's lower bound
+    max_pixels: Optional[int] = None  # ... and upper bound (default: the processor's own)
     timing: TimingConf = field(default_factory=TimingConf)
     reduction: ReductionConf = field(default_factory=ReductionConf)  # token reduction: none | pool | random | ...
     count_flops: bool = True
@@ -295,9 +301,10 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
             parse_image_size(cfg.image_size)
         except ValueError as exc:
             problems.append(str(exc))
-        if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept):
+        if cfg.tiling.name == "none" and not cfg.hf and not {"tiling", "tiling.name"} & set(swept):
             problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
                             "the image is centre-cropped to resolution x resolution, whatever its shape")
+    problems += hf_problems(cfg)
     if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
         problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
                         "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
@@ -308,6 +315,41 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
                                     bool(cfg.compile))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def hf_problems(cfg: BenchConfig) -> List[str]:
+    """Knobs that cannot apply to an ``hf=`` point (a transformers model runs its own forward and
+    processor), each said in one line rather than silently ignored."""
+    out = []
+    for key in ("min_pixels", "max_pixels"):
+        v = getattr(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            out.append(f"{key} must be a positive number of pixels, got {v!r}")
+    if cfg.hf is None:
+        if cfg.min_pixels is not None or cfg.max_pixels is not None:
+            out.append("min_pixels/max_pixels apply to hf= points (a Qwen2-VL-style processor's bounds)")
+        return out
+    if not str(cfg.hf).strip():
+        out.append("hf must name a shipped system (fastvlm-bench list) or a model folder")
+    if cfg.min_pixels and cfg.max_pixels and cfg.min_pixels > cfg.max_pixels:
+        out.append(f"min_pixels ({cfg.min_pixels}) must be <= max_pixels ({cfg.max_pixels})")
+    if str(cfg.tiling.name) != "none":
+        out.append(f"tiling={cfg.tiling.name} does not apply to hf={cfg.hf}: the model's own processor decides "
+                   "its tiles (use image_size=WxH for a non-square image)")
+    if str(cfg.reduction.name) != "none":
+        out.append(f"reduction={cfg.reduction.name} is not supported on hf= points: the methods edit our own "
+                   "composed pipeline, not a transformers model's forward")
+    if str(cfg.backend.name) != "eager" or cfg.compile:
+        out.append(f"backend={'compile' if cfg.compile else cfg.backend.name} is not supported on hf= points yet "
+                   "(they run the model's own forward eagerly)")
+    if cfg.checkpoint:
+        out.append("checkpoint= is for composed points; an hf= folder loads its own *.safetensors")
+    if cfg.extra_work_matmuls:
+        out.append("extra_work_* is not supported on hf= points")
+    if cfg.timing.target_stage not in ("ttft", "preprocess", "vision_latency", "projector", "merge", "prefill",
+                                       "e2e", "decode", "ttst"):
+        out.append(f"timing.target_stage={cfg.timing.target_stage} is not a stage of an hf= point")
+    return out
 
 
 def unusual(cfg: BenchConfig) -> List[str]:

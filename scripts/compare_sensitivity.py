@@ -124,7 +124,7 @@ def summary(res: dict) -> str:
 
 
 def main() -> int:
-    from bench.measure.scenario import extra_work_ms
+    from bench.measure.extra_work import extra_work_ms
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("interleaved", "sequential"), default="interleaved")

@@ -242,7 +242,7 @@ def test_projector_and_checkpoint_are_part_of_the_point_id(work):
 
 
 def test_checkpoint_identity_changes_with_path_and_content(tmp_path):
-    from bench.measure.scenario import checkpoint_identity
+    from bench.measure.checkpoint_id import checkpoint_identity
 
     ck = tmp_path / "ck"
     ck.mkdir()

@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from bench.measure.scenario import extra_work_ms
+from bench.measure.extra_work import extra_work_ms
 from bench.regress.compare import PAIR_NOISE_FLOOR
 from conftest import ROOT, run_cli
 

@@ -321,9 +321,42 @@ def config_key(path: Path, data: dict, mapping: Sequence[MappingEntry] = ()) -> 
             return args["encoder"], int(float(args["resolution"])), args["llm"]
         except ValueError:
             raise ValueError(f"{path}: model_args resolution={args['resolution']!r} is not an integer") from None
+    hf = hf_config_key(model, args)
+    if hf is not None:
+        return hf
     raise ValueError(f"{path}: cannot tell the configuration of model {model or '?'} "
                      f"(model_args {args_str!r}): no encoder/llm/resolution in model_args and no "
                      f"--mapping entry matches")
+
+
+#: lmms-eval's own model names for transformers VLMs (``--model NAME --model_args pretrained=...``)
+#: whose results join ``hf=`` points of the same model.
+LMMS_HF_MODELS = ("llava_onevision", "llava_hf", "qwen2_5_vl", "qwen2_vl", "idefics2", "gemma3", "internvl3",
+                  "llava_onevision1_5", "phi3v", "mistral3_vl", "qwen3_vl")
+
+#: The resolution of an accuracy row that holds for every image size of an ``hf=`` model: an
+#: lmms-eval run feeds each benchmark's own images through the model's processor, so the score is
+#: the model's, and :func:`bench.analysis.join.join_efficiency_accuracy` gives it to every
+#: measured resolution of that model.
+ANY_RESOLUTION = 0
+
+
+def hf_config_key(model: str, args: Dict[str, str]) -> Optional[Tuple[str, int, str]]:
+    """``("hf:NAME", 0, "hf:NAME")`` for an lmms-eval run of a transformers VLM: ``pretrained=``
+    names a shipped system's Hub repo (``bench/data/hf/*/fastvlm_bench.json``), a local model
+    folder (its name, as ``hf=PATH`` records it) or another Hub id (its last part)."""
+    pretrained = args.get("pretrained")
+    if model not in LMMS_HF_MODELS or not pretrained:
+        return None
+    from ..models.hf import SHIPPED_DIR, shipped_names
+
+    for name in shipped_names():
+        meta = json.loads((SHIPPED_DIR / name / "fastvlm_bench.json").read_text())
+        if str(meta.get("source", "")).split(" ")[0] == pretrained:
+            return f"hf:{name}", ANY_RESOLUTION, f"hf:{name}"
+    p = Path(pretrained).expanduser()
+    name = p.resolve().name if p.is_dir() else pretrained.rstrip("/").split("/")[-1]
+    return f"hf:{name}", ANY_RESOLUTION, f"hf:{name}"
 
 
 def _timestamp(date: Any, path: Path) -> float:

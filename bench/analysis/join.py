@@ -43,10 +43,20 @@ def join_efficiency_accuracy(results_df: pd.DataFrame, acc_long: pd.DataFrame
     clash = [c for c in acc_cols if c in ok.columns]
     acc_side = acc.rename(columns={c: f"{c}_acc" for c in clash})
     joined = ok.merge(acc_side, on=KEYS, how="inner")
+    # an hf= model's lmms-eval score (resolution 0: the model's processor on the benchmark's own
+    # images, bench.accuracy.lmms_import.ANY_RESOLUTION) holds for every image size measured of it
+    anyres = acc_side[(acc_side["resolution"] == 0) & acc_side["encoder"].astype(str).str.startswith("hf:")]
+    models = set()
+    if len(anyres) and len(ok):
+        extra = ok.merge(anyres.drop(columns=["resolution"]), on=["encoder", "llm"], how="inner")
+        joined = pd.concat([joined, extra], ignore_index=True) if len(joined) else extra
+        models = set(zip(extra["encoder"], extra["llm"]))
     acc_keys = set(map(tuple, acc[KEYS].astype(object).itertuples(index=False, name=None)))
+    acc_keys |= {k for k in ok[KEYS].astype(object).itertuples(index=False, name=None) if (k[0], k[2]) in models}
     ok_keys = set(map(tuple, ok[KEYS].astype(object).itertuples(index=False, name=None)))
     um_res = ok[[tuple(k) not in acc_keys for k in ok[KEYS].astype(object).itertuples(index=False, name=None)]]
-    um_acc = acc[[tuple(k) not in ok_keys for k in acc[KEYS].astype(object).itertuples(index=False, name=None)]]
+    um_acc = acc[[tuple(k) not in ok_keys and not (k[1] == 0 and (k[0], k[2]) in models)
+                  for k in acc[KEYS].astype(object).itertuples(index=False, name=None)]]
     return (joined.reset_index(drop=True), um_res.reset_index(drop=True), um_acc.reset_index(drop=True))
 
 

@@ -82,7 +82,7 @@ class ValidateCallback(Callback):
                 check_results_dir(cfg)
             ckpt = config.get("checkpoint")
             if ckpt and "checkpoint" not in swept:
-                from .scenario import checkpoint_identity
+                from .checkpoint_id import checkpoint_identity
 
                 checkpoint_identity(str(ckpt))
             if "device" not in swept and _GRID_SIZE == 1:

@@ -52,3 +52,33 @@ def count_flops(fn: Callable[[], Any], fake: bool = True) -> Tuple[Any, int]:
         with counter:
             out = fn()
     return out, int(counter.get_total_flops())
+
+
+def count_flops_by_module(fn: Callable[[], Any], model: "torch.nn.Module", parts: Dict[str, Any],
+                          exclusive: Dict[str, str] = {}) -> Dict[str, Any]:  # noqa: B006
+    """FLOPs of one real call of ``fn`` per stage, read from the counter's per-module totals.
+
+    For transformers models (``hf=`` points), whose forward reads values (the placeholder mask
+    is counted and compared with the features) and so cannot run on fake tensors. ``parts`` maps
+    a stage to the module whose FLOPs are that stage's; ``exclusive`` subtracts one stage's from
+    another's where a part is a child of another (Qwen2.5-VL's merger inside its tower). The
+    rest of the forward (the LM head, packing) counts with ``prefill``; ``ttft`` is the total.
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
+    with counter:
+        fn()
+    by_name = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    names = {id(m): (f"{root}.{n}" if n else root) for n, m in model.named_modules()}
+    out: Dict[str, Any] = {}
+    for stage, module in parts.items():
+        out[stage] = float(by_name.get(names.get(id(module)), 0)) if module is not None else None
+    for stage, child in exclusive.items():
+        if out.get(stage) is not None and out.get(child) is not None:
+            out[stage] -= out[child]
+    total = float(counter.get_total_flops())
+    known = sum(v for k, v in out.items() if v is not None and k != "prefill")
+    if out.get("prefill") is not None:
+        out["prefill"] = total - known
+    out["ttft"] = total
+    return out

@@ -91,6 +91,8 @@ class ProgressCallback(Callback):
         red = config.get("reduction") if hasattr(config, "get") else getattr(config, "reduction", None)
         red = (f" {red.name}->{red.get('tokens', 0) or ''}" if red is not None and red.get("name", "none") != "none" else "")
         point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''}{red} + {config.llm.name}"
+        if config.get("hf"):  # a transformers model: its name and image, encoder/llm do not apply
+            point = f"hf={config.hf}@{config.get('image_size') or config.resolution}px"
         print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
               f"{eta}", file=sys.stderr, flush=True)
 

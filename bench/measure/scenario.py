@@ -7,7 +7,6 @@ Data flows one way: config -> build models -> time -> record. Failures of the po
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import time
 import traceback
@@ -28,6 +27,8 @@ from ..models.reduction import NONE, method_of, point_params
 from ..models.reduction.base import to_conf
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
+from .checkpoint_id import checkpoint_identity
+from .extra_work import extra_work
 from .interrupt import PointInterrupted
 from .stats import step_stages
 from .timer import StageTimer, freeze_long_lived_objects
@@ -54,39 +55,6 @@ class DeviceUnavailableError(ConfigError):
     """
 
 
-def checkpoint_identity(path: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """``(absolute path, fingerprint)`` of a checkpoint, checked before any model is built.
-
-    Checking here (not when the weights are loaded) means a mistyped path costs nothing,
-    not a 7B model built for nothing. The fingerprint hashes the name, size and mtime of
-    each file (cheap even for 15 GB of shards) so a checkpoint rewritten in place is a new
-    point. Raises :class:`ConfigError` naming the path.
-    """
-    if not path:
-        return None, None
-    p = Path(path).expanduser().resolve()
-    if not p.exists():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    if p.is_dir():
-        from ..models.checkpoint import CheckpointError, _weight_files
-
-        try:
-            files = list(_weight_files(p))
-        except CheckpointError as exc:
-            raise ConfigError(f"checkpoint {path}: {exc}") from None
-        files += [f for f in sorted(p.glob("*.json")) if f not in files]
-    elif p.suffix in (".safetensors", ".bin", ".pt", ".pth"):
-        files = [p]
-    else:
-        raise ConfigError(f"checkpoint {path}: expected a LLaVA-style checkpoint folder or a weights file "
-                          "(.safetensors, .bin)")
-    h = hashlib.sha1()
-    for f in sorted(files):
-        st = f.stat()
-        h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return str(p), h.hexdigest()[:12]
-
-
 def resolve_point(cfg: BenchConfig) -> PointConfig:
     """The concrete knobs (auto device/dtype/threads resolved) that identify the point.
 
@@ -99,6 +67,8 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
         raise DeviceUnavailableError(str(exc)) from None
     dt = resolve_dtype(str(cfg.dtype), dev)
     cuda = dev.type == "cuda"
+    if cfg.hf:
+        return _resolve_hf_point(cfg, dev, dt)
     encoder_only = cfg.llm.name == NO_LLM
     if encoder_only and cfg.checkpoint:
         raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
@@ -128,6 +98,26 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        tiling=tiling, tile_size=tile_size, image_size=image_size,
                        reduction=reduction.name, reduction_params=point_params(reduction),
                        decode_tokens=int(cfg.decode_tokens))
+
+
+def _resolve_hf_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype) -> PointConfig:
+    """An ``hf=`` point: the folder checked (one line and exit 2 when it cannot be a point), the
+    image as ``resolution`` square or ``image_size``; ``encoder``/``llm`` name the model."""
+    from ..models.tiling import image_wh
+    from .hf_point import check_source
+
+    source = check_source(cfg.hf)
+    w, h = image_wh(int(cfg.resolution), cfg.image_size)
+    opts = ",".join(f"{k}={getattr(cfg, k)}" for k in ("max_pixels", "min_pixels") if getattr(cfg, k))
+    cuda = dev.type == "cuda"
+    return PointConfig(encoder=f"hf:{source.name}", resolution=max(w, h), llm=f"hf:{source.name}",
+                       dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
+                       prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
+                       preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
+                       timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
+                       cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None, projector=None,
+                       image_size=None if w == h else f"{w}x{h}", decode_tokens=int(cfg.decode_tokens),
+                       hf=source.key, hf_fingerprint=source.fingerprint, hf_options=opts or None)
 
 
 def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:
@@ -198,54 +188,66 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     configure_backends(point)
     rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now(),
                  settings=measurement_settings(cfg))
-    enc_spec = get_encoder_spec(point.encoder)
-    rec.encoder_channels = enc_spec.channels
-    rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
-    try:
-        plan = _visual_tokens(point, rec, enc_spec)
-        if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
-            raise InvalidResolutionError(
-                f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
-                f"({', '.join(map(str, enc_spec.paper_resolutions)) or 'none'}; paper_resolutions_only=true)")
-    except InvalidResolutionError as exc:
-        rec.status, rec.message = STATUS_SKIPPED, str(exc)
-        rec.wall_s = time.perf_counter() - t_start
-        return rec
+    plan = None
+    if not point.hf:  # an hf= point's tokens come from its processor (bench.measure.hf_point)
+        enc_spec = get_encoder_spec(point.encoder)
+        rec.encoder_channels = enc_spec.channels
+        rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
+        try:
+            plan = _visual_tokens(point, rec, enc_spec)
+            if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
+                raise InvalidResolutionError(
+                    f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
+                    f"({', '.join(map(str, enc_spec.paper_resolutions)) or 'none'}; paper_resolutions_only=true)")
+        except InvalidResolutionError as exc:
+            rec.status, rec.message = STATUS_SKIPPED, str(exc)
+            rec.wall_s = time.perf_counter() - t_start
+            return rec
     if plan is not None:
         rec.tiling_grid, rec.tiles, rec.tile_tokens = plan.grid, plan.tiles, plan.tile_tokens
         rec.tiling_merged_grid = plan.merged_grid
-    vlm = others = None
+    vlm = None
     freeze_long_lived_objects()
     # Interleaved with other processes (timing.turns): hold the machine from here on.
     turns = held(cfg.timing.turns, cfg.timing.turn_parties)
+    cpu = {"others": OtherCpuUse() if dev.type == "cpu" else None}
+
+    def built() -> None:
+        """Other processes' CPU use over the build, then over the measurement."""
+        if cpu["others"] is not None:
+            rec.device_info["before"] = cpu["others"].read()
+            warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
+            # taking turns, the partner's turns would count as disturbance: its probes say more
+            cpu["others"] = OtherCpuUse() if not turns.path else None
+
     try:
         pinned = pin_to_first_cpus(point.threads) if turns.path and dev.type == "cpu" else None
         rec.device_info = device_info(dev)
         if pinned is not None:
             rec.device_info["pinned_cpus"] = pinned  # the same CPUs in every process taking turns
-        others = OtherCpuUse() if dev.type == "cpu" else None
-        # the KV cache the answer ends with (recorded; build_vlm's memory check counts it with the
-        # rest of the working set before anything is allocated: a batch ladder ends there, skipped)
-        elem = torch.empty((), dtype=resolve_dtype(point.dtype, dev)).element_size()
-        rec.kv_cache_bytes = kv_cache_bytes(get_llm_spec(point.llm), elem, point.batch_size, rec.visual_tokens,
-                                            point.prompt_tokens, point.decode_tokens) if point.decode_tokens else None
-        # a tiled point's encoder is built for its tiles, not for the whole image
-        vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device, point.dtype,
-                              point.attn_implementation, point.projector, point.checkpoint,
-                              memory_headroom=cfg.memory_headroom, keep_llm=True,
-                              batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
-                              tiles=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None,
-                              decode_tokens=point.decode_tokens)
-        if others is not None:  # other processes' CPU use over the build, then over the measurement
-            rec.device_info["before"] = others.read()
-            warn_if_cpus_busy(rec.device_info["before"], "before the point was measured")
-            # taking turns, the partner's turns would count as disturbance: its probes say more
-            others = OtherCpuUse() if not turns.path else None
-        rec.build_s = info.build_s
-        rec.params = vlm.parameter_counts()
-        log.info("built %s in %.1fs (%.2f GiB of parameters%s)", point.label(), info.build_s,
-                 info.param_bytes / 2**30, ", the LLM kept from the previous point" if info.llm_kept else "")
-        _time_point(cfg, point, vlm, rec, turns)
+        if point.hf:
+            from .hf_point import measure_hf
+
+            measure_hf(cfg, point, rec, turns, built)
+        else:
+            # the KV cache the answer ends with (recorded; build_vlm's memory check counts it with the
+            # rest of the working set before anything is allocated: a batch ladder ends there, skipped)
+            elem = torch.empty((), dtype=resolve_dtype(point.dtype, dev)).element_size()
+            rec.kv_cache_bytes = kv_cache_bytes(get_llm_spec(point.llm), elem, point.batch_size, rec.visual_tokens,
+                                                point.prompt_tokens, point.decode_tokens) if point.decode_tokens else None
+            # a tiled point's encoder is built for its tiles, not for the whole image
+            vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device,
+                                  point.dtype, point.attn_implementation, point.projector, point.checkpoint,
+                                  memory_headroom=cfg.memory_headroom, keep_llm=True,
+                                  batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
+                                  tiles=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None,
+                                  decode_tokens=point.decode_tokens)
+            built()
+            rec.build_s = info.build_s
+            rec.params = vlm.parameter_counts()
+            log.info("built %s in %.1fs (%.2f GiB of parameters%s)", point.label(), info.build_s,
+                     info.param_bytes / 2**30, ", the LLM kept from the previous point" if info.llm_kept else "")
+            _time_point(cfg, point, vlm, rec, turns)
         rec.status = STATUS_OK
     except InsufficientMemoryError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
@@ -261,6 +263,7 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         del vlm
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    others = cpu["others"]
     if rec.device_info.get("type") == "cuda":
         rec.device_info["after"] = nvml_snapshot(dev)
     elif others is not None:
@@ -365,7 +368,7 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
                 _COPY_CACHE[ckey] = measure_copy_gbps(dev)
             rec.device_info["copy_gbps"] = _COPY_CACHE[ckey]
 
-    extra = _extra_work(point, dev)
+    extra = extra_work(point, dev)
     checked = []
 
     def check(v, p, logits) -> None:
@@ -434,43 +437,3 @@ def _reduction_overhead(point: PointConfig, vlm, rec: Record, pixels, ids) -> No
         rec.reduction_overhead_ms = st.median if st else None
     else:
         rec.reduction_overhead_ms = method.overhead_ms(conf, vlm, pixels, ids)
-
-
-def _extra_operands(dev: torch.device):
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 256, generator=gen).to(dev), torch.randn(256, 256, generator=gen).to(dev)
-    return a, b, torch.empty(256, 256, device=dev)
-
-
-def _extra_work(point: PointConfig, dev: torch.device):
-    """``extra(stage)`` runs ``extra_work_matmuls`` real 256x256 fp32 matmuls when ``stage`` is
-    ``extra_work_stage``: a fixed amount of work, so a slowdown of known size is measured, not
-    edited into the numbers."""
-    if not point.extra_work_stage or point.extra_work_matmuls <= 0:
-        return lambda stage: None
-    a, b, out = _extra_operands(dev)
-
-    def extra(stage: str) -> None:
-        if stage == point.extra_work_stage:
-            for _ in range(point.extra_work_matmuls):
-                torch.mm(a, b, out=out)
-
-    return extra
-
-
-def extra_work_ms(threads: int, device: str = "cpu", n: int = 400) -> float:
-    """Milliseconds of one unit of ``extra_work`` (one 256x256 fp32 matmul) with ``threads``
-    CPU threads: to calibrate ``extra_work_matmuls`` to a wanted fraction of a stage."""
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        torch.set_num_threads(threads)
-    a, b, out = _extra_operands(dev)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    for _ in range(20):
-        torch.mm(a, b, out=out)
-    sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        torch.mm(a, b, out=out)
-    sync()
-    return (time.perf_counter() - t) * 1e3 / n

@@ -172,24 +172,41 @@ class StageTimer:
         self._marks: Optional[Dict[str, Tuple[object, object]]] = None
         self._steps: Dict[str, List[object]] = {}
         self._open: List[str] = []  # stages entered and not yet left (innermost last)
+        self._begins: Dict[str, object] = {}  # this iteration's first begin mark per stage
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self._marks is None:  # called outside an iteration: run untimed
             yield
             return
-        if self.mode == "isolated":
-            self.clock.sync()
-        begin = self.clock.mark()
-        self._open.append(name)
+        self.begin(name)
         try:
             yield
         finally:
-            self._open.pop()
-        end = self.clock.mark()
+            self.end(name)
+
+    def begin(self, name: str) -> None:
+        """Open stage ``name`` (no-op outside an iteration): :meth:`stage` without a ``with``
+        block, for marks that come from module hooks inside a model's own ``forward``
+        (``bench.models.hf.stages``). A stage opened twice in one iteration (a tower called per
+        image) keeps its first begin, so it spans from its first call to its last end."""
+        if self._marks is None:
+            return
         if self.mode == "isolated":
             self.clock.sync()
-        self._marks[name] = (begin, end)
+        mark = self.clock.mark()
+        self._open.append(name)
+        self._begins.setdefault(name, mark)
+
+    def end(self, name: str) -> None:
+        """Close stage ``name`` opened by :meth:`begin` (no-op outside an iteration)."""
+        if self._marks is None or name not in self._open:
+            return
+        mark = self.clock.mark()
+        if self.mode == "isolated":
+            self.clock.sync()
+        self._open.remove(name)
+        self._marks[name] = (self._begins[name], mark)
 
     def step(self) -> None:
         """Mark the end of one step of the innermost open stage (no-op outside an iteration).
@@ -205,7 +222,7 @@ class StageTimer:
     @contextlib.contextmanager
     def iteration(self, record: bool = True) -> Iterator[Dict[str, float]]:
         """One iteration; yields a dict that holds this iteration's stage times after it ends."""
-        self._marks, self._steps, self._open = {}, {}, []
+        self._marks, self._steps, self._open, self._begins = {}, {}, [], {}
         times: Dict[str, float] = {}
         try:
             yield times

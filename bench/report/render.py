@@ -32,6 +32,7 @@ from ..results.store import load_table
 from . import figures as F
 from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
 from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
+from . import fidelity_figures  # (registers the hf= fidelity figure; its tables below)
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -391,6 +392,11 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("TTFT (ms, medians) and tokens per point",
                            ok[rcols].sort_values(["reduction", "encoder", "visual_tokens"])))
         sections.append(sec)
+
+    # -------- hf= points beside our compositions of them (bench.analysis.fidelity)
+    fid = fidelity_figures.section_tables(ok)
+    if fid is not None and fid[1]:
+        sections.append(Section(fidelity_figures.SECTION, text=fid[0], tables=fid[1]))
 
     # -------- the registered figures (figures.register_figure), each in its section
     by_title = {s.title: s for s in sections}

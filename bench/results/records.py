@@ -46,6 +46,7 @@ POINT_KEYS = (
     "reduction", "reduction_params",
     "decode_tokens",
     "backend", "backend_stages", "backend_options",
+    "hf", "hf_fingerprint", "hf_options",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -56,7 +57,7 @@ _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_finger
                "extra_work_stage": None, "extra_work_matmuls": 0,
                "tiling": "none", "tile_size": None, "image_size": None, "reduction": "none", "reduction_params": None,
                "backend": "eager", "backend_stages": None, "backend_options": None,
-               "decode_tokens": 0}
+               "decode_tokens": 0, "hf": None, "hf_fingerprint": None, "hf_options": None}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -126,6 +127,13 @@ class PointConfig:
     #: sorted (ONNX Runtime: ep, graph_opt, intra_op_threads, opset; OpenVINO: hint, precision,
     #: streams, threads). Null for eager and compile.
     backend_options: Optional[str] = None
+    #: A transformers VLM (bench.models.hf): the shipped system's name or the model folder's
+    #: absolute path; ``encoder`` and ``llm`` are then ``hf:<name>``. Null for composed points.
+    hf: Optional[str] = None
+    #: what the folder builds: its config/processor/tokenizer files and weights' names, sizes, mtimes
+    hf_fingerprint: Optional[str] = None
+    #: processor knobs that change the image's tokens, ``min_pixels=..,max_pixels=..`` (sorted)
+    hf_options: Optional[str] = None
 
     def __post_init__(self):
         # ``compile=true`` predates the backend axis: records made with it say backend=compile.
@@ -143,6 +151,10 @@ class PointConfig:
 
     def label(self) -> str:
         size = f"{self.image_size or self.resolution}px"
+        if self.hf:
+            opts = f" {self.hf_options}" if self.hf_options else ""
+            out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
+            return f"{self.encoder}@{size}{opts} [{self.dtype}/{self.device} b{self.batch_size}{out}]"
         tiled = f" {self.tiling}" if self.tiling != "none" else ""
         red = "" if self.reduction == "none" else f" {self.reduction}{self.reduction_params or ''}"
         out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
@@ -252,6 +264,11 @@ class Record:
     #: cache (or was rebuilt, and why), the numerics check against eager (max abs/rel error,
     #: tolerance) and the runtime versions. Empty for eager and compile.
     backend_info: Dict[str, Any] = field(default_factory=dict)
+    #: hf= points (bench.models.hf): model type, transformers class, source folder, weights
+    #: (placeholder | loaded), tower depths, the processor's token counts (placeholders,
+    #: sequence, text, image_text_tokens: placeholders plus tag tokens where the processor adds
+    #: them) and input shapes. Empty for composed points.
+    hf_info: Dict[str, Any] = field(default_factory=dict)
     #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
     #: not part of the point id (see POINT_KEYS), recorded so the table says it.
     settings: Dict[str, Any] = field(default_factory=dict)
@@ -331,6 +348,10 @@ class Record:
         row["backend_max_rel_err"] = max(rels) if rels else None
         for key in BACKEND_VERSION_KEYS:
             row[f"env_{key}"] = (bi.get("versions") or {}).get(key)
+        hi = self.hf_info or {}
+        row.update(hf_model_type=hi.get("model_type"), hf_class=hi.get("class"), hf_weights=hi.get("weights"),
+                   hf_sequence_tokens=hi.get("sequence_tokens"), hf_image_text_tokens=hi.get("image_text_tokens"),
+                   hf_vision_layers=hi.get("vision_layers"))
         row["pipeline"] = " > ".join(f"{k}:{v}" for k, v in self.pipeline.items()) or None
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
