@@ -265,3 +265,28 @@ def test_fidelity_points_name_the_shipped_pairs():
         ours = [s for s in sides.values() if not s.get("hf") and s["resolution"] == hf[0]["resolution"]
                 and {"override /encoder": meta["composed"]["encoder"]} in s["defaults"]]
         assert len(ours) == 1, meta_path.parent.name
+
+
+def test_resume_report_compare_and_gate_work_on_hf_points(hf_sweep, tmp_path):
+    """The same command again re-measures nothing; report, compare and the gate's token check
+    read hf rows like any other (the gate's count is the processor's, checked against the forward)."""
+    import shutil
+
+    folders, recs = hf_sweep
+    src = folders[0].parent.parent / "hf"
+    res = tmp_path / "res"
+    shutil.copytree(src, res / "hf")
+    p = run_cli(["-m", *QUICK, "name=hf", f"results_dir={res}", "hf=" + ",".join(map(str, folders)),
+                 "resolution=384", "decode_tokens=3"], cwd=tmp_path)
+    assert p.returncode == 0 and p.stderr.count("already measured") == len(FAMILIES), p.stderr[-3000:]
+    p = run_cli(["report", str(res / "hf"), "--out", str(tmp_path / "rep")])
+    assert p.returncode == 0, p.stderr[-3000:]
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "hf:qwen2_5_vl_3b" in html
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("sweep: hf\ntarget: hf:qwen2_5_vl_3b\nselect: {dtype: fp32}\ncheck_visual_tokens: true\n")
+    p = run_cli(["gate", str(res / "hf"), "--config", str(gate)])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "visual_tokens" in p.stdout
+    p = run_cli(["compare", str(res / "hf"), str(res / "hf")])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
