@@ -138,11 +138,14 @@ def test_real_safetensors_weights_load_from_the_folder(tmp_path):
                             2000, 1, RuntimeError)
     got = model.model.multi_modal_projector.linear_1.weight
     assert torch.equal(got, real.model.multi_modal_projector.linear_1.weight)
-    p = run_cli([*QUICK, "count_flops=false", f"results_dir={tmp_path}", f"hf={folder}", "resolution=64"],
+    p = run_cli([*QUICK, "count_flops=false", f"results_dir={tmp_path}", f"hf={folder}", "image_size=96x64"],
                 cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(next((tmp_path / "adhoc" / "records").glob("*.json")).read_text())
     assert r["status"] == "ok" and r["hf_info"]["weights"] == "loaded"
+    # a non-square image: recorded as such, its tokens the processor's for that shape
+    assert r["config"]["image_size"] == "96x64" and r["config"]["resolution"] == 96
+    assert r["visual_tokens"] == r["visual_tokens_measured"]
 
 
 def test_llava_next_tokens_equal_our_tiling_and_its_own_features(tmp_path):
@@ -189,6 +192,7 @@ def _processor_count_wh(folder, w, h):
     ("ok", ["tiling=anyres_next"], "does not apply to hf="),
     ("ok", ["reduction=pool", "reduction.tokens=16"], "not supported on hf= points"),
     ("ok", ["min_pixels=0"], "min_pixels must be a positive"),
+    ("onevision", ["max_pixels=50176"], "has no min/max pixels"),
 ])
 def test_bad_hf_input_is_one_line_and_exit_2(tmp_path, setup, args, expect):
     folder = tmp_path / "m"
@@ -200,6 +204,8 @@ def test_bad_hf_input_is_one_line_and_exit_2(tmp_path, setup, args, expect):
                                                         "num_attention_heads": 4, "num_hidden_layers": 1}))
     elif setup == "ok":
         folder = two_layer("qwen2_5_vl_3b", tmp_path / "x")
+    elif setup == "onevision":
+        folder = two_layer("llava_onevision_0.5b", tmp_path / "x")
     hf = "no_such_system" if setup == "missing" else str(folder)
     p = run_cli([*QUICK, f"results_dir={tmp_path / 'r'}", f"hf={hf}", *args], cwd=tmp_path)
     assert p.returncode == 2, p.stderr[-2000:]
@@ -290,3 +296,21 @@ def test_resume_report_compare_and_gate_work_on_hf_points(hf_sweep, tmp_path):
     assert "visual_tokens" in p.stdout
     p = run_cli(["compare", str(res / "hf"), str(res / "hf")])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+
+
+def test_min_and_max_pixels_bound_qwens_tokens():
+    """max_pixels / min_pixels reach Qwen2.5-VL's smart_resize: a 448 px image is 256 tokens by
+    default, 64 under max_pixels = 224^2, 361 over min_pixels = 512^2 (19 x 19 merged patches)."""
+    import torch
+    from PIL import Image
+
+    from bench.models.hf import resolve_source
+    from bench.models.hf.inputs import load_processor, make_inputs, prompt_text, token_counts
+
+    src = resolve_source("qwen2_5_vl_3b")
+    got = []
+    for mn, mx in ((None, None), (None, 224 * 224), (512 * 512, None)):
+        p = load_processor(src, mn, mx)
+        inp = make_inputs(p, [Image.new("RGB", (448, 448))], prompt_text(src, p, 4), torch.device("cpu"), torch.float32)
+        got.append(token_counts(p, inp, 151655, (448, 448))["placeholders"])
+    assert got == [256, 64, 361]

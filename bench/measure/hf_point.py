@@ -216,16 +216,17 @@ def _layers(vc) -> Optional[int]:
     return None
 
 
-def check_source(value: str):
-    """For :func:`bench.measure.scenario.resolve_point`: the source, or a one-line error."""
+def check_source(value: str, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+    """For :func:`bench.measure.scenario.resolve_point`: the source, or a one-line error (before
+    anything is built): a folder that cannot be a point, or pixel bounds its processor lacks."""
     from ..config import ConfigError
     from ..models.hf import check_config
 
     try:
         source = resolve_source(value)
         check_config(source)
-    except HFSourceError as exc:
+        if min_pixels or max_pixels:
+            load_processor(source, min_pixels, max_pixels)
+    except (HFSourceError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     return source
-
-

@@ -106,7 +106,7 @@ def _resolve_hf_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype) -> P
     from ..models.tiling import image_wh
     from .hf_point import check_source
 
-    source = check_source(cfg.hf)
+    source = check_source(cfg.hf, cfg.min_pixels, cfg.max_pixels)
     w, h = image_wh(int(cfg.resolution), cfg.image_size)
     opts = ",".join(f"{k}={getattr(cfg, k)}" for k in ("max_pixels", "min_pixels") if getattr(cfg, k))
     cuda = dev.type == "cuda"
