@@ -170,32 +170,27 @@ class _RuntimeStage:
         self.graph.write(flow, [torch.from_numpy(np.asarray(o)) for o in outs])
 
 
-def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path: Path, opset: int) -> str:
-    """Export ``module`` at ``example``'s static shapes to ``path`` (weights as external data);
-    returns how. ``torch.onnx.export(dynamo=True)`` first (torch.export + onnxscript, what
-    PyTorch recommends), the TorchScript exporter where that fails for an architecture."""
+def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path: Path, opset: int,
+                dynamo: bool = True) -> str:
+    """Export ``module`` at ``example``'s static shapes to ``path``; returns how.
+    ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript, what PyTorch recommends;
+    weights as external data) or the TorchScript exporter (``dynamo=False``). The fallback from
+    one to the other is the export cache's (:func:`.export_cache.get_or_build`): the exporter
+    is part of the cache key, and a fallback is logged and recorded."""
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
             torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset, external_data=True,
                               verbose=False)
-        return f"torch.onnx.export(dynamo=True, opset={opset})"
-    except Exception as dynamo_exc:  # recorded: which exporter made the graph
-        if getattr(dynamo_exc, "interrupts_point", False):
-            raise
-        for p in path.parent.iterdir():
-            if p.name.startswith(path.name):
-                p.unlink()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
-        except Exception as ts_exc:
-            raise RuntimeError(f"dynamo exporter: {one_line(dynamo_exc)}; TorchScript exporter: "
-                               f"{one_line(ts_exc)}") from ts_exc
-        return f"torch.onnx.export(dynamo=False, opset={opset}) (dynamo failed: {type(dynamo_exc).__name__})"
+        else:
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
+    return f"torch.onnx.export(dynamo={dynamo}, opset={opset})"
+
+
+#: The ONNX exporters, preferred first (names used in cache keys and ``.failed`` files).
+ONNX_EXPORTERS = ("dynamo", "torchscript")
 
 
 @dataclass
@@ -256,7 +251,12 @@ class ExportedBackend(Backend):
             pipe.replace(name, _RuntimeStage(self.name, stage_graph(vlm, name), pipe.get(name).run), self.name)
 
     # -- subclasses ------------------------------------------------------------------------
-    def export(self, graph: StageGraph, example: Tuple[torch.Tensor, ...], folder: Path, point) -> Exported:
+    def exporters(self, graph: StageGraph) -> Tuple[str, ...]:
+        """The exporters that may make ``graph``, preferred first (each a cache key of its own)."""
+        return ("default",)
+
+    def export(self, graph: StageGraph, example: Tuple[torch.Tensor, ...], folder: Path, point,
+               exporter: str) -> Exported:
         raise NotImplementedError
 
     def load(self, folder: Path, point) -> Tuple[Callable[[List[np.ndarray]], List[np.ndarray]], List[Tuple]]:
@@ -289,13 +289,14 @@ class ExportedBackend(Backend):
                 st.run(flow)
         for st in runtime:
             graph, (example, ref) = st.run.graph, refs[st.name]
-            key = export_cache.content_key(self.name, self.format_version, graph, example, point,
-                                           self.versions(), self.key_parts(point))
+            attempts = [(ex, export_cache.content_key(self.name, self.format_version, graph, example, point,
+                                                      self.versions(), {**self.key_parts(point), "exporter": ex}))
+                        for ex in self.exporters(graph)]
             entry: Dict[str, Any] = {}
             t0 = time.perf_counter()
             try:
                 folder, made = export_cache.get_or_build(
-                    cache_root, self.name, key, lambda d: self.export(graph, example, d, point), entry,
+                    cache_root, self.name, attempts, lambda d, ex: self.export(graph, example, d, point, ex), entry,
                     st.name)
             except BackendError:
                 raise
@@ -307,7 +308,8 @@ class ExportedBackend(Backend):
             entry["export_s" if made else "cache_check_s"] = time.perf_counter() - t0
             entry.setdefault("export_s", 0.0)
             entry["cached"] = not made
-            entry["cache_key"] = key
+            entry["cache_key"] = folder.name
+            export_cache.raise_if_signalled()  # a harness checkpoint after the export call returned
             t0 = time.perf_counter()
             try:
                 call, shapes = self.load(folder, point)
@@ -326,6 +328,7 @@ class ExportedBackend(Backend):
             for name, t in zip(graph.inputs, example):
                 setattr(probe, name, t)
             st.run(probe)  # the backend's first call: on the eager stage's own input
+            export_cache.raise_if_signalled()  # after the load and first call (a runtime's own handlers)
             entry["load_s"] = time.perf_counter() - t0
             entry.update(numerics.compare(getattr(probe, graph.compared), ref, point.dtype, self.name, st.name, atol))
             info["stages"][st.name] = entry

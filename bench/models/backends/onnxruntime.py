@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import BACKENDS, Exported, ExportedBackend, export_onnx, options_string, parse_options
+from .base import BACKENDS, ONNX_EXPORTERS, Exported, ExportedBackend, export_onnx, options_string, parse_options
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -52,9 +52,12 @@ class OnnxRuntime(ExportedBackend):
     def key_parts(self, point):
         return {"opset": parse_options(point.backend_options).get("opset")}
 
-    def export(self, graph, example, folder: Path, point) -> Exported:
+    def exporters(self, graph):
+        return ONNX_EXPORTERS
+
+    def export(self, graph, example, folder: Path, point, exporter: str) -> Exported:
         opset = int(parse_options(point.backend_options)["opset"])
-        exporter = export_onnx(graph.module, example, folder / "model.onnx", opset)
+        exporter = export_onnx(graph.module, example, folder / "model.onnx", opset, dynamo=exporter == "dynamo")
         return Exported(sorted(p.name for p in folder.iterdir() if p.is_file()), exporter)
 
     def load(self, folder: Path, point):
