@@ -79,3 +79,48 @@ def test_two_concurrent_sweeps_share_one_export_cache(tmp_path):
     stages = [r["backend_info"]["stages"]["vision_latency"] for r in recs]
     assert sorted(s["cached"] for s in stages) == [False, True]  # one exported, the other waited and reused it
     _cache_is_whole(res / "exports")
+
+
+# ---- 3. knobs accepted and then not done: one line, exit 2, before anything is built ----------
+@pytest.mark.parametrize("bad, words", [
+    (["backend=onnxruntime", "backend.opset=1"], "backend.opset"),
+    (["backend=onnxruntime", "backend.atol=-1"], "backend.atol"),
+    (["backend=onnxruntime", "backend.atol=nan"], "backend.atol"),
+    (["backend=onnxruntime", "backend.stages=[]"], "backend.stages=[]"),
+    (["reduction.tokens=4"], "reduction.tokens=4 needs a method"),
+    (["tiling.tile=64"], "tiling.tile=64 needs a tiling mode"),
+    (["timing.target_stage=bogus"], "timing.target_stage must be one of"),
+    (["decode_tokens=5000"], "context of 4096"),
+    (["tiling=anyres_next", "tiling.tile=64", "image_size=1000x8"], "yield no tokens"),
+    (["tiling=anyres_next", "tiling.tile=1"], "cannot take 1 px"),
+    (["resolution=65"], "cannot take 65 px"),
+])
+def test_a_knob_that_would_not_be_done_is_one_line_and_exit_2(tmp_path, bad, words):
+    """Each used to be accepted and then ignored, or fail every point, or be a ``skipped`` row
+    with exit 0 (a single run's bad resolution: the documented status for bad input is 2)."""
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=k", f"results_dir={res}", "encoder=tiny_vit", *bad], cwd=tmp_path, timeout=120)
+    assert p.returncode == 2, (bad, p.returncode, p.stderr[-2000:])
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastvlm-bench: error: ") and words in err[0], err
+    assert not res.exists()  # refused before the results folder is made (nothing was built)
+
+
+def test_a_bad_resolution_in_a_grid_stays_a_skipped_row(tmp_path):
+    """In a grid, one point's resolution the encoder cannot take is that point's ``skipped``
+    row; the others are measured (only a single run refuses it with exit 2)."""
+    res = tmp_path / "r"
+    p = run_cli(["-m", *[a for a in FAST if not a.startswith("resolution")], "name=g", f"results_dir={res}",
+                 "encoder=tiny_vit", "resolution=64,65"], cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(r["status"] for r in _records(res / "g" / "records")) == ["ok", "skipped"]
+
+
+def test_the_tolerance_used_is_recorded(tmp_path):
+    """``backend.atol`` is the numerics check's tolerance; the record says which one was used."""
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=t", f"results_dir={res}", "encoder=tiny_vit", "backend=onnxruntime",
+                 "backend.stages=[projector]", "backend.atol=0.01"], cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (rec,) = _records(res / "t" / "records")
+    assert rec["backend_info"]["stages"]["projector"]["tolerance"] == 0.01

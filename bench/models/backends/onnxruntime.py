@@ -20,6 +20,20 @@ LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended":
           "all": "ORT_ENABLE_ALL"}
 
 
+#: The oldest opset exported as asked: below it the dynamo exporter made opset-18 graphs anyway
+#: (after three converter tracebacks) while the id and the options said otherwise.
+MIN_OPSET = 18
+
+
+def _max_opset() -> int:
+    try:
+        import onnx
+
+        return int(onnx.defs.onnx_opset_version())
+    except ImportError:
+        return MIN_OPSET
+
+
 @BACKENDS.register("onnxruntime")
 class OnnxRuntime(ExportedBackend):
     name = "onnxruntime"
@@ -33,6 +47,10 @@ class OnnxRuntime(ExportedBackend):
 
     def problems(self, cfg):
         out = super().problems(cfg)
+        top = _max_opset()
+        if not isinstance(cfg.backend.opset, int) or not MIN_OPSET <= cfg.backend.opset <= top:
+            out.append(f"backend.opset must be {MIN_OPSET}..{top} (the dynamo exporter makes opset {MIN_OPSET}+ graphs; "
+                       f"onnx {top} is the newest this onnx knows), got {cfg.backend.opset!r}")
         if cfg.backend.graph_opt not in LEVELS:
             out.append(f"backend.graph_opt must be one of {', '.join(LEVELS)}, got {cfg.backend.graph_opt!r}")
         try:
