@@ -124,3 +124,82 @@ def test_the_tolerance_used_is_recorded(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     (rec,) = _records(res / "t" / "records")
     assert rec["backend_info"]["stages"]["projector"]["tolerance"] == 0.01
+
+
+# ---- 4. claims files read as strictly as records -------------------------------------------
+_SIDE = "{encoder: tiny_vit, resolution: 64, llm: qwen2_tiny}"
+
+
+@pytest.mark.parametrize("entry, words", [
+    (f"{{id: a, title: t, metric: ttft, fast: {{encoder: tiny_vit, resolution: 64, llm: qwen2_tiny, tokens: many}}, "
+     f"baseline: {_SIDE}}}", "claims[0] (id a).fast.tokens must be a whole number >= 0, got 'many'"),
+    (f"{{id: a, title: t, metric: ttft, fast: {{encoder: tiny_vit, resolution: [64], llm: qwen2_tiny}}, "
+     f"baseline: {_SIDE}}}", "claims[0] (id a).fast.resolution must be a positive whole number, got [64]"),
+    (f"{{id: a, title: t, metric: ttft, fast: {{encoder: {{x: 1}}, resolution: 64, llm: qwen2_tiny}}, "
+     f"baseline: {_SIDE}}}", "claims[0] (id a).fast.encoder must be a non-empty name"),
+    (f"{{id: a, title: t, metric: ttft, fast: {_SIDE}, baseline: {_SIDE}, "
+     "paper: {fast: {table: T10, encoder: x, resolution: big}}}", "(id a).paper.fast.resolution must be a positive"),
+    (f"{{id: a, title: t, metric: ttft, fast: {_SIDE}, baseline: {_SIDE}, paper: [1]}}", "(id a).paper must be a mapping"),
+    (f"{{id: 1, title: t, metric: ttft, fast: {_SIDE}, baseline: {_SIDE}}}\n  - "
+     f"{{id: '1', title: u, metric: ttft, fast: {_SIDE}, baseline: {_SIDE}}}", "claims[1]: duplicate id '1'"),
+])
+def test_a_malformed_claim_is_one_line_naming_the_claim_and_the_field(tmp_path, good, entry, words):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"claims:\n  - {entry}\n")
+    p = run_cli(["claims", str(good), "--claims", str(bad), "--out", str(tmp_path)])
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and words in err[0], (p.returncode, p.stderr[-2000:])
+
+
+def test_a_broken_claims_file_does_not_break_a_run_that_does_not_use_claims(tmp_path):
+    """``FASTVLM_BENCH_CLAIMS`` naming a broken file used to break every sweep, even
+    ``sweep=none``, with a traceback. Now: one warning line, and the point is measured."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("claims:\n  - {id: a, title: t, metric: ttft, fast: {encoder: tiny_vit, resolution: x, llm: none},"
+                   " baseline: {encoder: tiny_vit, resolution: 64, llm: none}}\n")
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=c", f"results_dir={res}", "encoder=tiny_vit", "llm=none"], cwd=tmp_path,
+                env={"FASTVLM_BENCH_CLAIMS": str(bad)}, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert [line for line in p.stderr.splitlines() if str(bad) in line] == [
+        f"fastvlm-bench: warning: {bad}: claims[0] (id a).fast.resolution must be a positive whole number, got 'x'; "
+        "sweep=paper_claims has no points until it is fixed"]
+    assert [r["status"] for r in _records(res / "c" / "records")] == ["ok"]
+
+
+# ---- 5. claims and the headline do not pool different points ---------------------------------
+def test_claims_and_headline_keep_backends_apart(tmp_path, good):
+    """Eager and ONNX Runtime rows of one encoder used to be pooled as runs of one point; the
+    headline named an ONNX Runtime row without its backend."""
+    import shutil
+
+    res = tmp_path / "good"
+    shutil.copytree(good, res)
+    p = run_cli([*FAST, "name=good", f"results_dir={tmp_path}", "encoder=tiny_vit", "backend=onnxruntime",
+                 "backend.stages=[projector]", "timing.min_repeats=7", "timing.max_repeats=7"], cwd=tmp_path,
+                timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = {(r["config"]["encoder"], r["config"].get("backend", "eager")): r for r in _records(res / "records")}
+    n_eager = recs[("tiny_vit", "eager")]["stages"]["ttft"]["n"]
+    n_ort = recs[("tiny_vit", "onnxruntime")]["stages"]["ttft"]["n"]
+    assert n_eager != n_ort
+    claims = tmp_path / "c.yaml"
+    claims.write_text("claims:\n"
+                      "  - {id: eager, title: e, metric: ttft, fast: {encoder: tiny_convnext, resolution: 64, "
+                      "llm: qwen2_tiny}, baseline: {encoder: tiny_vit, resolution: 64, llm: qwen2_tiny}}\n"
+                      "  - {id: ort, title: o, metric: ttft, fast: {encoder: tiny_convnext, resolution: 64, "
+                      "llm: qwen2_tiny}, baseline: {encoder: tiny_vit, resolution: 64, llm: qwen2_tiny, "
+                      "backend: onnxruntime}}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_cli(["claims", str(res), "--claims", str(claims), "--out", str(out)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = {r["id"]: r for r in json.loads((out / "claims.json").read_text())["claims"]}
+    assert rows["eager"]["n_baseline"] == n_eager and rows["ort"]["n_baseline"] == n_ort, rows
+    assert rows["ort"]["baseline"] == "tiny_vit@64 [onnxruntime]+qwen2_tiny"
+    from bench.analysis.headline import headline_table
+    from bench.results.store import load_table
+
+    df = load_table(res)
+    t = headline_table(df[(df.status == "ok") & (df.backend == "onnxruntime")])
+    assert list(t["fastest configuration"]) == ["tiny_vit@64 [onnxruntime]"], t.to_dict()
