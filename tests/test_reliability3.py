@@ -203,3 +203,106 @@ def test_claims_and_headline_keep_backends_apart(tmp_path, good):
     df = load_table(res)
     t = headline_table(df[(df.status == "ok") & (df.backend == "onnxruntime")])
     assert list(t["fastest configuration"]) == ["tiny_vit@64 [onnxruntime]"], t.to_dict()
+
+
+# ---- 6. the gate and compare say when a check cannot apply -----------------------------------
+def test_gate_counts_token_reduction_and_says_when_a_speedup_checks_nothing(tmp_path, good):
+    """A correct ``reduction=pool reduction.tokens=4`` row failed the visual_tokens check
+    ("formula gives 16"); a top-level ``min_speedup`` without a matched_resolution entry checked
+    nothing and passed silently."""
+    import yaml
+
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=red", f"results_dir={res}", "encoder=tiny_vit", "reduction=pool", "reduction.tokens=4"],
+                cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text(yaml.safe_dump({"target": "tiny_vit", "check_visual_tokens": True}))
+    p = run_cli(["gate", str(res / "red"), "--config", str(cfg), "--json", str(tmp_path / "g.json")])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    (check,) = json.loads((tmp_path / "g.json").read_text())["checks"]
+    assert check["section"] == "visual_tokens" and check["measured"] == "4" and check["required"] == "== 4"
+
+    cfg.write_text(yaml.safe_dump({"target": "tiny_convnext", "check_visual_tokens": True,
+                                   "min_speedup": {"tiny_vit": {"ttft": 1.0}}}))
+    p = run_cli(["gate", str(good), "--config", str(cfg)])
+    assert p.returncode == 1 and "no speed-up was checked" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
+
+
+def test_compare_on_metrics_no_row_has_is_not_ok(good):
+    """``compare --metrics tpot,e2e`` over rows without decode printed "OK over 2 matched
+    configurations"."""
+    p = run_cli(["compare", str(good), str(good), "--metrics", "tpot,e2e"])
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "no matched row has tpot, e2e" in err[0], p.stdout + p.stderr
+    p = run_cli(["compare", str(good), str(good), "--metrics", "ttft,tpot"])
+    assert p.returncode == 0 and "--metrics tpot: no matched row has it" in p.stderr, p.stdout + p.stderr
+
+
+# ---- 7. records of the new stages are validated ---------------------------------------------
+@pytest.fixture(scope="module")
+def decode_and_backend(tmp_path_factory):
+    """Two real records: a decode point (decode_tokens=4) and an ONNX Runtime point."""
+    base = tmp_path_factory.mktemp("newstages")
+    for extra in (["decode_tokens=4"], ["backend=onnxruntime", "backend.stages=[projector]"]):
+        p = run_cli([*FAST, "name=n", f"results_dir={base}", "encoder=tiny_vit", *extra], cwd=base, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    recs = {("backend" if r["config"].get("backend", "eager") != "eager" else "decode"): (path, r)
+            for path in (base / "n" / "records").glob("*.json") for r in [json.loads(path.read_text())]}
+    assert set(recs) == {"decode", "backend"}
+    return recs
+
+
+def _itl_negative(r):
+    r["stages"]["itl"]["samples"][0] = -1.0
+
+
+def _itl_empty(r):
+    r["stages"]["itl"]["samples"] = []
+
+
+def _itl_too_many(r):
+    s = r["stages"]["itl"]
+    s["samples"] = sorted(s["samples"] * 10)
+    s["n"] = len(s["samples"])
+
+
+def _tpot_contradicts(r):
+    s = r["stages"]["tpot"]
+    for k in ("median", "mean", "p10", "p90", "ci_low", "ci_high"):
+        if s.get(k) is not None:
+            s[k] *= 1e4
+    s["samples"] = [x * 1e4 for x in s["samples"]]
+
+
+def _backend_nan(r):
+    r["backend_info"]["stages"]["projector"]["max_abs_err"] = float("nan")
+
+
+@pytest.mark.parametrize("kind, edit, words", [
+    ("decode", _itl_negative, "stages.itl.samples has negative times"),
+    ("decode", _itl_empty, "stages.itl.samples is empty but n is"),
+    ("decode", _itl_too_many, "stages.itl.n is"),
+    ("decode", _tpot_contradicts, "contradicts stages.decode.median"),
+    ("backend", _backend_nan, "backend_info.stages.projector.max_abs_err must be a finite number"),
+])
+def test_collect_rejects_new_stage_records_that_contradict_themselves(tmp_path, decode_and_backend, kind, edit,
+                                                                      words):
+    src, rec = decode_and_backend[kind]
+    records = tmp_path / "n" / "records"
+    records.mkdir(parents=True)
+    rec = json.loads(json.dumps(rec))
+    edit(rec)
+    (records / src.name).write_text(json.dumps(rec))
+    p = run_cli(["collect", str(tmp_path / "n")], cwd=tmp_path)
+    assert p.returncode == 1, p.stderr[-2000:]
+    lines = [line for line in p.stderr.splitlines() if src.name in line]
+    assert lines and all(words in line for line in lines), p.stderr[-2000:]  # the record and the field, one line each
+    assert (records / "corrupt" / src.name).exists()
+
+
+def test_the_real_new_stage_records_are_valid(decode_and_backend):
+    from bench.results.validate import problems_of
+
+    for path, rec in decode_and_backend.values():
+        assert problems_of(rec, path.stem) == []

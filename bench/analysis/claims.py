@@ -192,6 +192,19 @@ DEFAULT_KNOBS = {"decode_tokens": 0, "compile": False, "channels_last": False, "
 SPLIT_KNOBS = ("device", "dtype", "threads", "prompt_tokens", "attn_implementation", "timing_mode")
 
 
+def _setting(sel: Dict[str, str]) -> str:
+    """The split knobs of a claim row beyond device and dtype, where they say something."""
+    usual = {"prompt_tokens": "32", "attn_implementation": "sdpa", "timing_mode": "pipelined"}
+    text = {k: v[:-2] if v.endswith(".0") else v for k, v in sel.items() if k not in ("device", "dtype")}
+    return ", ".join(f"{k}={v}" for k, v in text.items() if v not in ("nan", "None", "") and usual.get(k) != v)
+
+
+def _as_text(df, keys):
+    """``df[keys]`` as plain strings, a missing value as ``"nan"`` (pandas' ``astype(str)``
+    keeps it missing, and a missing value never equals itself)."""
+    return df[keys].apply(lambda col: col.map(str)).astype(object)
+
+
 def _default_like(v: Any, default: Any) -> bool:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return True
@@ -302,19 +315,19 @@ def evaluate(claims: Sequence[Claim], df, explain: bool = True) -> List[Dict[str
             continue
         split = ("device", "dtype") if c.metric == "vision_params" else SPLIT_KNOBS  # counts, not times
         keys = [k for k in split if k in okf.columns and k in okb.columns]
-        combos = sorted(set(map(tuple, okf[keys].astype(str).values)) & set(map(tuple, okb[keys].astype(str).values)))
+        kf, kb = _as_text(okf, keys), _as_text(okb, keys)
+        combos = sorted(set(map(tuple, kf.values)) & set(map(tuple, kb.values)))
         if not combos:
             out.append(dict(base, skipped=f"no {'/'.join(keys)} measured on both sides (fast: "
-                                          f"{sorted(set(map(tuple, okf[keys].astype(str).values)))}, "
-                                          f"baseline: {sorted(set(map(tuple, okb[keys].astype(str).values)))})"))
+                                          f"{sorted(set(map(tuple, kf.values)))}, "
+                                          f"baseline: {sorted(set(map(tuple, kb.values)))})"))
             continue
         for combo in combos:
             sel = dict(zip(keys, combo))
-            sf = okf[(okf[keys].astype(str) == pd.Series(sel)).all(axis=1)]
-            sb = okb[(okb[keys].astype(str) == pd.Series(sel)).all(axis=1)]
+            sf = okf[(kf == pd.Series(sel)).all(axis=1)]
+            sb = okb[(kb == pd.Series(sel)).all(axis=1)]
             device, dtype = sel.get("device"), sel.get("dtype")
-            row = dict(base, device=device, dtype=dtype, setting=", ".join(f"{k}={v}" for k, v in sel.items()
-                                                                             if k not in ("device", "dtype")))
+            row = dict(base, device=device, dtype=dtype, setting=_setting(sel))
             if c.metric == "vision_params":
                 vf, vb = sf["vision_params"].dropna(), sb["vision_params"].dropna()
                 if not len(vf) or not len(vb) or float(vf.iloc[0]) <= 0:
