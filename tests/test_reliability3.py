@@ -247,6 +247,7 @@ def decode_and_backend(tmp_path_factory):
     for extra in (["decode_tokens=4"], ["backend=onnxruntime", "backend.stages=[projector]"]):
         p = run_cli([*FAST, "name=n", f"results_dir={base}", "encoder=tiny_vit", *extra], cwd=base, timeout=300)
         assert p.returncode == 0, p.stderr[-3000:]
+        (base / f"output-{extra[0].split('=')[0]}.txt").write_text(p.stdout + p.stderr)
     recs = {("backend" if r["config"].get("backend", "eager") != "eager" else "decode"): (path, r)
             for path in (base / "n" / "records").glob("*.json") for r in [json.loads(path.read_text())]}
     assert set(recs) == {"decode", "backend"}
@@ -306,3 +307,15 @@ def test_the_real_new_stage_records_are_valid(decode_and_backend):
 
     for path, rec in decode_and_backend.values():
         assert problems_of(rec, path.stem) == []
+
+
+# ---- 8. library noise goes to a log file beside the records -----------------------------------
+def test_library_noise_goes_to_a_log_beside_the_records(decode_and_backend):
+    """A tiny ONNX Runtime run printed ~160 onnx_ir/onnxscript INFO lines; now the user sees our
+    lines only, and the libraries' lines are in ``library.log`` beside the records (named in the
+    record)."""
+    path, rec = decode_and_backend["backend"]
+    out = (path.parent.parent.parent / "output-backend.txt").read_text()
+    assert "onnx_ir" not in out and "onnxscript" not in out and "torch/onnx" not in out, out[-3000:]
+    log = Path(rec["backend_info"]["library_log"])
+    assert log == path.parent.parent / "library.log" and "onnx_ir" in log.read_text()

@@ -82,6 +82,49 @@ class Backend:
 BACKENDS: Registry[Backend] = Registry("backend")
 
 
+#: Loggers of the exporters and runtimes: their INFO lines (~160 for one tiny ONNX point) and
+#: warnings go to ``library.log`` beside the records, not to the user's terminal.
+LIBRARY_LOGGERS = ("onnx_ir", "onnxscript", "onnx", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
+                   "torch._export", "openvino", "nncf")
+
+
+@contextlib.contextmanager
+def library_log(path: Path):
+    """While exporting, loading and checking: the libraries' log records, their Python warnings
+    and what they print go to ``path`` (appended; a log, not a result), so the user sees our
+    lines only. Our own logger is untouched."""
+    import io
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, lg.level))
+        lg.addHandler(handler)
+        lg.propagate = False  # levels unchanged: what reached the terminal reaches the file instead
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, propagate, level in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+        lib = logging.getLogger("fastvlm_bench.library")
+        lib.addHandler(handler)
+        lib.propagate = False
+        for w in locals().get("caught") or []:
+            lib.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
+        for line in printed.getvalue().splitlines():
+            lib.info("stdout: %s", line)
+        lib.removeHandler(handler)
+        handler.close()
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line (runtimes raise multi-line C++ traces)."""
     text = " ".join(str(exc).split())
@@ -269,14 +312,22 @@ class ExportedBackend(Backend):
     # -- the untimed part of a point -------------------------------------------------------
     def prepare(self, pipe: Pipeline, vlm, point, flow: Flow, rec, cache_root: Path,
                 atol: Optional[float] = None) -> None:
-        from . import export_cache, numerics
-
         runtime = [s for s in pipe.stages if isinstance(s.run, _RuntimeStage)]
         info: Dict[str, Any] = {"name": self.name, "versions": self.versions(), "options": point.backend_options,
                                 "stages": {}}
         rec.backend_info = info
         if not runtime:
             return
+        # beside the records (<results_dir>/<sweep>/library.log); the record names it
+        log_path = Path(cache_root).parent / (rec.sweep or "exports") / "library.log"
+        info["library_log"] = str(log_path)
+        with library_log(log_path):
+            self._prepare(pipe, point, flow, info, runtime, cache_root, atol)
+
+    def _prepare(self, pipe: Pipeline, point, flow: Flow, info: Dict[str, Any], runtime, cache_root: Path,
+                 atol: Optional[float]) -> None:
+        from . import export_cache, numerics
+
         # One eager pass: every runtime stage's input (export example, numerics input) and its
         # reference output, each stage on eager inputs (an error is the stage's own).
         refs: Dict[str, Tuple[Tuple[torch.Tensor, ...], torch.Tensor]] = {}
