@@ -242,6 +242,10 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
             problems.append(f"{key} must be a positive whole number, got {v!r}")
     if cfg.threads is not None and cfg.threads <= 0:
         problems.append(f"threads must be positive, got {cfg.threads}")
+    if cfg.timing.turns and "timing.turns" not in set(swept or ()) \
+            and not Path(cfg.timing.turns).expanduser().parent.is_dir():  # before the results folder is made
+        problems.append(f"timing.turns={cfg.timing.turns}: its folder {Path(cfg.timing.turns).expanduser().parent} "
+                        "does not exist")
     if cfg.memory_headroom <= 0:
         problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
     problems += cfg.timing.problems()
@@ -377,6 +381,16 @@ def _point_problems(cfg: BenchConfig, swept: Optional[Collection[str]]) -> List[
     return out
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; a container's or ``taskset``'s)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def unusual(cfg: BenchConfig) -> List[str]:
     """Legal values that are probably mistakes (a percent written as a fraction's place, a check
     made blind); the runner logs each as a warning."""
@@ -390,6 +404,10 @@ def unusual(cfg: BenchConfig) -> List[str]:
                    "values are fractions (0.05 = 5 %)")
     if 0 < t.confidence < 0.8:
         out.append(f"timing.confidence={t.confidence:g}: intervals at {t.confidence * 100:g} % (0.95 = 95 %)")
+    cores = usable_cores()
+    if cfg.threads is not None and cfg.threads > cores:
+        out.append(f"threads={cfg.threads} is more than the {cores} CPU cores this process may use: the extra threads "
+                   "share cores (the record keeps threads={cfg.threads})".replace("{cfg.threads}", str(cfg.threads)))
     if 0 < cfg.memory_headroom < 1:
         out.append(f"memory_headroom={cfg.memory_headroom:g} lets through points that need more memory than is free")
     return out

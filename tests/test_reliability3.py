@@ -319,3 +319,24 @@ def test_library_noise_goes_to_a_log_beside_the_records(decode_and_backend):
     assert "onnx_ir" not in out and "onnxscript" not in out and "torch/onnx" not in out, out[-3000:]
     log = Path(rec["backend_info"]["library_log"])
     assert log == path.parent.parent / "library.log" and "onnx_ir" in log.read_text()
+
+
+# ---- 9. threads above the usable cores; a turn file in a missing folder ------------------------
+def test_threads_above_the_usable_cores_are_warned_about(tmp_path):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=t", f"results_dir={res}", "encoder=tiny_vit", "llm=none", f"threads={cores + 1}"],
+                cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"threads={cores + 1} is more than the {cores} CPU cores this process may use" in p.stdout + p.stderr
+
+
+def test_a_turn_file_in_a_missing_folder_is_refused_before_the_results_folder_is_made(tmp_path):
+    res = tmp_path / "r"
+    p = run_cli([*FAST, "name=t", f"results_dir={res}", "encoder=tiny_vit", f"timing.turns={tmp_path}/no/ab.turn"],
+                cwd=tmp_path, timeout=120)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "does not exist" in err[0], p.stderr[-2000:]
+    assert not res.exists()
