@@ -223,19 +223,16 @@ class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
-#: Every name ``timing.target_stage`` may take (a point's pipeline has some of them).
-TARGET_STAGES = ("preprocess", "vision_latency", "merge", "reduce", "projector", "prefill", "ttft", "decode", "ttst",
-                 "e2e", "tpot", "itl")
-
-
 def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
     """Every problem of ``cfg`` in one :class:`ConfigError`. ``swept``: keys a multirun sweeps,
     whose value in ``cfg`` is only the config file's; checks across keys that involve them are
     left to each point's own validation. ``swept`` given and empty: the whole run is this one
     point, so what would make the point ``skipped`` (a resolution or tile the encoder cannot
     take) is bad input, exit 2; in a grid it stays a ``skipped`` row (``swept=None``, a point)."""
+    from .config_checks import knob_problems, point_problems
+
     problems: List[str] = []
-    problems += _knob_problems(cfg, set(swept or ()))
+    problems += knob_problems(cfg, set(swept or ()))
     for key in ("resolution", "batch_size", "prompt_tokens"):
         v = getattr(cfg, key)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -319,76 +316,9 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
         problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
                                     bool(cfg.compile))
     if not problems and cfg.encoder.name in ENCODERS:
-        problems += _point_problems(cfg, swept)
+        problems += point_problems(cfg, swept)
     if problems:
         raise ConfigError("; ".join(problems))
-
-
-def _knob_problems(cfg: BenchConfig, swept: set) -> List[str]:
-    """Knobs that were accepted and then not done (issue 29): each is refused up front."""
-    import math
-
-    out: List[str] = []
-    b = cfg.backend
-    if b.atol is not None and (isinstance(b.atol, bool) or not math.isfinite(float(b.atol)) or float(b.atol) < 0):
-        out.append(f"backend.atol must be a finite tolerance >= 0 (a fraction of the output's scale), got {b.atol!r}")
-    if b.stages is not None and len(b.stages) == 0:
-        out.append("backend.stages=[] names no stage; leave it out to run every stage the backend can run")
-    if cfg.timing.target_stage not in TARGET_STAGES:
-        out.append(f"timing.target_stage must be one of {', '.join(TARGET_STAGES)}, got {cfg.timing.target_stage!r}")
-    tiled_swept = bool({"tiling", "tiling.name"} & swept)
-    if cfg.tiling.tile is not None and str(cfg.tiling.name) == "none" and not tiled_swept:
-        out.append(f"tiling.tile={cfg.tiling.tile} needs a tiling mode (tiling=anyres_next|anyres_max_9): "
-                   "without tiling there are no tiles")
-    return out
-
-
-def _point_problems(cfg: BenchConfig, swept: Optional[Collection[str]]) -> List[str]:
-    """Checks that need the encoder's and the LLM's specs: a token budget without a method, an
-    answer past the LLM's context, tiles that yield no tokens, and (a single run) a resolution
-    or tile the encoder cannot take."""
-    from .models import get_encoder_spec
-    from .models.encoders import InvalidResolutionError
-    from .models.llms import NO_LLM
-    from .models.tiling import make_plan
-
-    out: List[str] = []
-    single = swept is not None and not swept
-    try:
-        plan = make_plan(cfg.encoder.name, cfg.resolution, cfg.tiling.name, cfg.tiling.tile, cfg.image_size)
-        n = plan.tokens if plan is not None else get_encoder_spec(cfg.encoder.name).num_tokens(cfg.resolution)
-    except InvalidResolutionError as exc:
-        return [f"{exc} (a single run: nothing to measure)"] if single else []
-    if plan is not None and (plan.merged_h <= 0 or plan.merged_w <= 0):
-        out.append(f"image_size {plan.image_w}x{plan.image_h} with tiling={plan.mode} tile {plan.tile} px: its tiles "
-                   f"yield no tokens (a {plan.merged_w}x{plan.merged_h} feature grid after unpadding); use a less "
-                   "extreme aspect ratio")
-    # the resolution lines (sweep=token_reduction) pick the resolution giving reduction.tokens
-    # tokens without a method: a budget the point has is not ignored, it is what it measures
-    if str(cfg.reduction.name) == "none" and cfg.reduction.tokens and cfg.reduction.tokens != n \
-            and not {"reduction", "reduction.name"} & set(swept or ()):
-        out.append(f"reduction.tokens={cfg.reduction.tokens} needs a method (reduction=pool|random|tome|...): "
-                   f"without one the point keeps its {n} visual tokens")
-    if cfg.llm.name != NO_LLM and cfg.decode_tokens:
-        from .models import get_llm_spec
-
-        ctx = get_llm_spec(cfg.llm.name).config.get("max_position_embeddings")
-        total = n + cfg.prompt_tokens + cfg.decode_tokens
-        if ctx and total > int(ctx):
-            out.append(f"decode_tokens={cfg.decode_tokens}: {n} visual + {cfg.prompt_tokens} prompt + "
-                       f"{cfg.decode_tokens} output tokens = {total} exceed {cfg.llm.name}'s context of {ctx} "
-                       "positions (max_position_embeddings)")
-    return out
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask; a container's or ``taskset``'s)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def unusual(cfg: BenchConfig) -> List[str]:
@@ -404,6 +334,8 @@ def unusual(cfg: BenchConfig) -> List[str]:
                    "values are fractions (0.05 = 5 %)")
     if 0 < t.confidence < 0.8:
         out.append(f"timing.confidence={t.confidence:g}: intervals at {t.confidence * 100:g} % (0.95 = 95 %)")
+    from .config_checks import usable_cores
+
     cores = usable_cores()
     if cfg.threads is not None and cfg.threads > cores:
         out.append(f"threads={cfg.threads} is more than the {cores} CPU cores this process may use: the extra threads "
