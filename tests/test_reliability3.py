@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,3 +341,28 @@ def test_a_turn_file_in_a_missing_folder_is_refused_before_the_results_folder_is
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and "does not exist" in err[0], p.stderr[-2000:]
     assert not res.exists()
+
+
+def test_a_fallback_exporter_has_its_own_cache_key_and_is_said(tmp_path):
+    """Once the dynamo exporter failed (a swallowed signal) and the run silently fell back to the
+    TorchScript exporter, caching that graph under the same key. Now the exporter is part of the
+    key, and a fallback is a warning line and ``fallback`` in the record. The dynamo exporter's
+    failure is the cache's own ``<key>.failed`` file (as a real failure leaves it)."""
+    res = tmp_path / "r"
+    args = [*FAST, "name=f", f"results_dir={res}", "encoder=tiny_vit", "backend=onnxruntime",
+            "backend.stages=[projector]"]
+    p = run_cli(args, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (rec,) = _records(res / "f" / "records")
+    first = rec["backend_info"]["stages"]["projector"]
+    assert "dynamo=True" in first["exporter"] and "fallback" not in first
+    entry = res / "exports" / "onnxruntime" / first["cache_key"]
+    shutil.rmtree(entry)
+    (entry.parent / f"{entry.name}.failed").write_text("RuntimeError: the dynamo exporter cannot take this graph\n")
+    p = run_cli([*args, "force=true"], cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "the dynamo exporter failed on this graph before" in p.stdout + p.stderr
+    (rec,) = _records(res / "f" / "records")
+    st = rec["backend_info"]["stages"]["projector"]
+    assert "dynamo=False" in st["exporter"] and "cannot take this graph" in st["fallback"]
+    assert st["cache_key"] != first["cache_key"] and not entry.exists()  # never under the dynamo key
