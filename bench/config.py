@@ -304,7 +304,7 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
             parse_image_size(cfg.image_size)
         except ValueError as exc:
             problems.append(str(exc))
-        if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept):
+        if cfg.tiling.name == "none" and not {"tiling", "tiling.name"} & set(swept or ()):
             problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
                             "the image is centre-cropped to resolution x resolution, whatever its shape")
     if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":

@@ -272,7 +272,8 @@ def evaluate(claims: Sequence[Claim], df, explain: bool = True) -> List[Dict[str
     """One row per claim and measured (device, dtype): the paper's ratio beside the measured one.
 
     Columns: id, claim, metric, paper_ratio, paper_source, measured_ratio, ci_low, ci_high,
-    n_fast, n_baseline, device, dtype, fast, baseline, direction_holds (yes: the interval is
+    n_fast, n_baseline, device, dtype, setting (threads and other split knobs that say something), fast,
+    baseline, direction_holds (yes: the interval is
     above 1; no: below 1; unclear: it holds 1; for parameters, the exact ratio against 1),
     status (measured | skipped), skipped (why), note.
 
