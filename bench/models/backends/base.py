@@ -102,17 +102,19 @@ def library_log(path: Path):
     saved = []
     for name in LIBRARY_LOGGERS:
         lg = logging.getLogger(name)
-        saved.append((lg, lg.propagate, lg.level))
-        lg.addHandler(handler)
-        lg.propagate = False  # levels unchanged: what reached the terminal reaches the file instead
+        saved.append((lg, lg.propagate, list(lg.handlers)))
+        # torch's own logging setup gives "torch.onnx" a terminal handler of its own: replaced too.
+        # Levels unchanged: what reached the terminal reaches the file instead.
+        lg.handlers = [handler]
+        lg.propagate = False
     printed = io.StringIO()
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
             warnings.simplefilter("always")
             yield
     finally:
-        for lg, propagate, level in saved:
-            lg.removeHandler(handler)
+        for lg, propagate, handlers in saved:
+            lg.handlers = handlers
             lg.propagate = propagate
         lib = logging.getLogger("fastvlm_bench.library")
         lib.addHandler(handler)
