@@ -229,17 +229,26 @@ class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
-def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
+def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
     """Every problem of ``cfg`` in one :class:`ConfigError`. ``swept``: keys a multirun sweeps,
     whose value in ``cfg`` is only the config file's; checks across keys that involve them are
-    left to each point's own validation."""
+    left to each point's own validation. ``swept`` given and empty: the whole run is this one
+    point, so what would make the point ``skipped`` (a resolution or tile the encoder cannot
+    take) is bad input, exit 2; in a grid it stays a ``skipped`` row (``swept=None``, a point)."""
+    from .config_checks import hf_problems, knob_problems, point_problems
+
     problems: List[str] = []
+    problems += knob_problems(cfg, set(swept or ()))
     for key in ("resolution", "batch_size", "prompt_tokens"):
         v = getattr(cfg, key)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             problems.append(f"{key} must be a positive whole number, got {v!r}")
     if cfg.threads is not None and cfg.threads <= 0:
         problems.append(f"threads must be positive, got {cfg.threads}")
+    if cfg.timing.turns and "timing.turns" not in set(swept or ()) \
+            and not Path(cfg.timing.turns).expanduser().parent.is_dir():  # before the results folder is made
+        problems.append(f"timing.turns={cfg.timing.turns}: its folder {Path(cfg.timing.turns).expanduser().parent} "
+                        "does not exist")
     if cfg.memory_headroom <= 0:
         problems.append(f"memory_headroom must be positive, got {cfg.memory_headroom}")
     problems += cfg.timing.problems()
@@ -259,7 +268,7 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
                         "length, so static-shape graphs would recompile on every step")
     if cfg.timing.target_stage in ("ttst", "tpot", "itl", "e2e", "decode") and not cfg.decode_tokens:
         problems.append(f"timing.target_stage={cfg.timing.target_stage} needs decode_tokens >= 2")
-    if cfg.timing.target_stage in ("tpot", "itl"):
+    if cfg.timing.target_stage in ("tpot", "itl") and cfg.decode_tokens:
         problems.append(f"timing.target_stage={cfg.timing.target_stage} is derived after the loop; "
                         "use e2e or decode")
     if cfg.extra_work_matmuls < 0:
@@ -301,55 +310,22 @@ def validate(cfg: BenchConfig, swept: Collection[str] = ()) -> None:
             parse_image_size(cfg.image_size)
         except ValueError as exc:
             problems.append(str(exc))
-        if cfg.tiling.name == "none" and not cfg.hf and not {"tiling", "tiling.name"} & set(swept):
+        if cfg.tiling.name == "none" and not cfg.hf and not {"tiling", "tiling.name"} & set(swept or ()):
             problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
                             "the image is centre-cropped to resolution x resolution, whatever its shape")
     problems += hf_problems(cfg)
     if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
         problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
                         "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
-    if not problems and cfg.encoder.name in ENCODERS:
+    if not problems and cfg.encoder.name in ENCODERS and not cfg.hf:  # an hf= point has no encoder of ours
         from .models.reduction.base import check_reduction, to_conf
 
         problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
                                     bool(cfg.compile))
+    if not problems and cfg.encoder.name in ENCODERS and not cfg.hf:
+        problems += point_problems(cfg, swept)
     if problems:
         raise ConfigError("; ".join(problems))
-
-
-def hf_problems(cfg: BenchConfig) -> List[str]:
-    """Knobs that cannot apply to an ``hf=`` point (a transformers model runs its own forward and
-    processor), each said in one line rather than silently ignored."""
-    out = []
-    for key in ("min_pixels", "max_pixels"):
-        v = getattr(cfg, key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            out.append(f"{key} must be a positive number of pixels, got {v!r}")
-    if cfg.hf is None:
-        if cfg.min_pixels is not None or cfg.max_pixels is not None:
-            out.append("min_pixels/max_pixels apply to hf= points (a Qwen2-VL-style processor's bounds)")
-        return out
-    if not str(cfg.hf).strip():
-        out.append("hf must name a shipped system (fastvlm-bench list) or a model folder")
-    if cfg.min_pixels and cfg.max_pixels and cfg.min_pixels > cfg.max_pixels:
-        out.append(f"min_pixels ({cfg.min_pixels}) must be <= max_pixels ({cfg.max_pixels})")
-    if str(cfg.tiling.name) != "none":
-        out.append(f"tiling={cfg.tiling.name} does not apply to hf={cfg.hf}: the model's own processor decides "
-                   "its tiles (use image_size=WxH for a non-square image)")
-    if str(cfg.reduction.name) != "none":
-        out.append(f"reduction={cfg.reduction.name} is not supported on hf= points: the methods edit our own "
-                   "composed pipeline, not a transformers model's forward")
-    if str(cfg.backend.name) != "eager" or cfg.compile:
-        out.append(f"backend={'compile' if cfg.compile else cfg.backend.name} is not supported on hf= points yet "
-                   "(they run the model's own forward eagerly)")
-    if cfg.checkpoint:
-        out.append("checkpoint= is for composed points; an hf= folder loads its own *.safetensors")
-    if cfg.extra_work_matmuls:
-        out.append("extra_work_* is not supported on hf= points")
-    if cfg.timing.target_stage not in ("ttft", "preprocess", "vision_latency", "projector", "merge", "prefill",
-                                       "e2e", "decode", "ttst"):
-        out.append(f"timing.target_stage={cfg.timing.target_stage} is not a stage of an hf= point")
-    return out
 
 
 def unusual(cfg: BenchConfig) -> List[str]:
@@ -365,6 +341,12 @@ def unusual(cfg: BenchConfig) -> List[str]:
                    "values are fractions (0.05 = 5 %)")
     if 0 < t.confidence < 0.8:
         out.append(f"timing.confidence={t.confidence:g}: intervals at {t.confidence * 100:g} % (0.95 = 95 %)")
+    from .config_checks import usable_cores
+
+    cores = usable_cores()
+    if cfg.threads is not None and cfg.threads > cores:
+        out.append(f"threads={cfg.threads} is more than the {cores} CPU cores this process may use: the extra threads "
+                   "share cores (the record keeps threads={cfg.threads})".replace("{cfg.threads}", str(cfg.threads)))
     if 0 < cfg.memory_headroom < 1:
         out.append(f"memory_headroom={cfg.memory_headroom:g} lets through points that need more memory than is free")
     return out

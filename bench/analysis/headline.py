@@ -7,8 +7,10 @@ is fast because it emits few tokens also makes the prefill short), so a configur
 compared with the baselines that give the LLM about as many tokens. The budgets are the
 paper's token counts (16, 64, 144, 256, 576, 1024, 2880 tokens) as upper edges.
 
-Only rows measured in the same setting are compared (device, dtype, LLM, batch size): a
-speed-up across devices or LLMs is not a speed-up. Rows without an LLM (encoder-only points)
+Only rows measured in the same setting are compared (device, dtype, LLM, batch size, threads,
+prompt length): a speed-up across devices or LLMs is not a speed-up. A configuration's label
+names what else makes it one (tiling, token reduction and budget, a backend other than eager,
+torch.compile), so an ONNX Runtime row is never read as an eager one. Rows without an LLM (encoder-only points)
 are ranked by vision-encoder latency, the rest by TTFT. Intervals: the median's own 95 %
 interval (order statistics, from the record) and, for speed-ups, the hierarchical bootstrap of
 :func:`bench.regress.stats.ratio_ci` over both rows' samples.
@@ -24,7 +26,9 @@ import pandas as pd
 #: Upper edges of the token budgets (the paper's visual-token counts).
 BUDGET_EDGES = (16, 64, 144, 256, 576, 1024, 2880)
 FAMILIES = ("ViT", "ConvNeXt")
-GROUP = ("device", "dtype", "llm", "batch_size")
+GROUP = ("device", "dtype", "llm", "batch_size", "threads", "prompt_tokens")
+#: A missing column's value in :data:`GROUP` (records from before it existed).
+GROUP_DEFAULTS = {"batch_size": 1, "threads": -1, "prompt_tokens": -1}
 #: Name prefixes of the zoo's transformer encoders (CLIP ViT-L/14, SigLIP, ViTamin, the tiny ViT).
 VIT_NAMES = ("vit", "siglip", "clip", "tiny_vit")
 
@@ -61,9 +65,23 @@ def family(encoder: str) -> Optional[str]:
     return "ViT" if name.startswith(VIT_NAMES) else None
 
 
+def _set(v) -> bool:
+    return isinstance(v, str) and v not in ("", "none", "None", "eager", "nan")
+
+
 def _label(r) -> str:
-    tiling = r.get("tiling")
-    tiles = f" {tiling}" if isinstance(tiling, str) and tiling not in ("", "none") else ""
+    tiling, reduction, backend = r.get("tiling"), r.get("reduction"), r.get("backend")
+    tiles = f" {tiling}" if _set(tiling) else ""
+    if _set(reduction):
+        import json
+
+        params = r.get("reduction_params")
+        tokens = json.loads(params).get("tokens") if isinstance(params, str) and params.startswith("{") else None
+        tiles += f" {reduction}" + (f"->{tokens}" if tokens else "")
+    if _set(backend):
+        tiles += f" [{backend}]"
+    elif str(r.get("compile")) in ("True", "true", "1"):
+        tiles += " [compile]"
     return f"{r['encoder']}@{int(r['resolution'])}{tiles}"
 
 
@@ -89,8 +107,10 @@ def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
     if ok is None or not len(ok) or "visual_tokens" not in ok.columns:
         return pd.DataFrame(columns=cols)
     df = ok.dropna(subset=["visual_tokens"]).copy()
-    if "batch_size" not in df.columns:
-        df["batch_size"] = 1
+    for col, default in GROUP_DEFAULTS.items():
+        if col not in df.columns:
+            df[col] = default
+        df[col] = df[col].fillna(default)
     no_llm = df["ttft_ms"].isna() if "ttft_ms" in df.columns else pd.Series(True, index=df.index)
     df["_metric"] = np.where(no_llm, "vision_latency", "ttft")
     df["_ms"] = [r[f"{m}_ms"] for (_, r), m in zip(df.iterrows(), df["_metric"])]

@@ -21,10 +21,15 @@ The lost-signal window. A Python signal handler runs between two bytecodes of wh
 main thread is doing, including a ``__del__`` method or a weakref callback run by the garbage
 collector (torch.multiprocessing's ``__del__`` is one). An exception raised there is printed as
 "Exception ignored in ..." with a traceback and then dropped, and the run went on to exit 0.
-Likewise an ``except Exception`` in a library can swallow it. So the handler records the
-signal first (:func:`pending`), does not raise at all inside a finaliser (it defers), and the
-timed loop (:func:`raise_if_pending`, every iteration) and the end of the guarded block raise
-any signal that was recorded but not delivered.
+Likewise an ``except Exception`` in a library can swallow it (torch's op registration and the
+dynamo ONNX exporter do: a SIGTERM 1-3.5 s into an export once ended in an ``ok`` record, the
+graph silently made by the fallback exporter). So the handler records the signal
+(:func:`pending`) and it STAYS pending until the harness's own code has handled it: the
+guarded block ends with it (a :class:`PointInterrupted` leaving the block clears it; any other
+end of the block raises it), and the harness's checkpoints inside a library call's aftermath
+(:func:`raise_if_pending`: the timed loop every iteration, after an export returns or fails,
+before an export is cached) raise it again. A handler never raises inside a finaliser (it
+defers).
 """
 from __future__ import annotations
 
@@ -91,21 +96,26 @@ def _in_finaliser(frame) -> bool:
 def _make_handler(exc_type):
     def handler(signum, frame):
         global _pending
-        _pending = signum
+        _pending = signum  # kept until the harness handles it (a library may swallow the raise)
         if _in_finaliser(frame):
             return  # deferred: raise_if_pending / the end of the guarded block raises it
-        _pending = None
         raise exc_type(signum)
 
     return handler
 
 
 def raise_if_pending() -> None:
-    """Raise the signal that arrived while it could not be raised (as :class:`PointInterrupted`)."""
-    global _pending
+    """A harness checkpoint: raise the signal received but not yet handled (it landed in a
+    finaliser, or a library's ``except Exception`` swallowed its exception) as
+    :class:`PointInterrupted`. It stays pending until the guarded block ends with it."""
     if _pending is not None:
-        signum, _pending = _pending, None
-        raise PointInterrupted(signum)
+        raise PointInterrupted(_pending)
+
+
+def clear() -> None:
+    """The harness has handled the pending signal (it ends the point or the command)."""
+    global _pending
+    _pending = None
 
 
 @contextlib.contextmanager
@@ -125,8 +135,21 @@ def interrupt_on_signals() -> Iterator[None]:
     handler = _make_handler(PointInterrupted)
     previous = {s: signal.signal(s, handler) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
-        yield
-        raise_if_pending()
+        try:
+            yield
+        except PointInterrupted:
+            clear()  # leaves the block: the runner ends the point with it
+            raise
+        except BaseException as exc:
+            if _pending is not None:  # a library turned the signal into another error
+                signum = _pending
+                clear()
+                raise PointInterrupted(signum) from exc
+            raise
+        if _pending is not None:  # swallowed on the way (or deferred): the point ends with it now
+            signum = _pending
+            clear()
+            raise PointInterrupted(signum)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -147,7 +170,7 @@ def install_run_handlers() -> None:
 
 def raise_if_pending_run() -> None:
     """At the end of a command: a signal that arrived where it could not be raised ends it now."""
-    global _pending
     if _pending is not None:
-        signum, _pending = _pending, None
+        signum = _pending
+        clear()
         raise Interrupted(signum)

@@ -57,6 +57,22 @@ def row_token_count(row: Mapping[str, Any], count: "TokenCounter") -> int:
                              normalize_value(row.get("image_size"))))
 
 
+def reduced_token_count(row: Mapping[str, Any], n: int) -> int:
+    """The tokens reaching the LLM after the row's token reduction (``reduction=pool tokens=4``
+    keeps 4 of 16): the method's own count from the encoder's ``n``; ``n`` without one."""
+    name = normalize_value(row.get("reduction")) or "none"
+    if str(name) == "none":
+        return n
+    from types import SimpleNamespace
+
+    from ..models.encoders import get_encoder_spec
+    from ..models.reduction.base import method_of
+
+    point = SimpleNamespace(reduction=str(name), reduction_params=normalize_value(row.get("reduction_params")))
+    method, conf = method_of(point)
+    return int(method.tokens_to_llm(conf, n, get_encoder_spec(str(normalize_value(row.get("encoder"))))))
+
+
 def _matches(row: Mapping[str, Any], select: Mapping[str, Any]) -> bool:
     return all(normalize_value(row.get(k)) == normalize_value(v) for k, v in select.items())
 
@@ -144,12 +160,14 @@ def check_visual_tokens(ctx: GateContext) -> List[Check]:
         enc, res, got = normalize_value(r.get("encoder")), normalize_value(r.get("resolution")), measured_tokens(r)
         required, detail, passed = "?", "", False
         try:
-            expected = row_token_count(r, ctx.count)
+            n = row_token_count(r, ctx.count)
+            expected = reduced_token_count(r, n)
             required, passed = str(expected), got is not None and int(got) == expected
             if got is None:
                 detail = "no measured token count (visual_tokens_measured; results older than schema 2?)"
             elif not passed:
-                detail = f"the model produced {got:.0f} tokens but the architecture's formula gives {expected}"
+                detail = f"the model produced {got:.0f} tokens but the architecture's formula gives {expected}" + (
+                    f" ({n} from the encoder, reduction={normalize_value(r.get('reduction'))})" if expected != n else "")
         except Exception as exc:  # unknown encoder, invalid resolution
             detail = f"no analytical count ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})"
         checks.append(Check("visual_tokens", row_label(r), "-" if got is None else f"{got:.0f}", f"== {required}",
@@ -210,4 +228,21 @@ def check_token_matched(ctx: GateContext) -> List[Check]:
             for metric, minimum in tm.min_speedup.get(enc, {}).items():
                 checks.append(speedup_check(t_row, r, metric, minimum, "speedup",
                                             f"{target}@{t_res} vs {enc}@{res} {metric} ({tm.visual_tokens} tokens)"))
+    return checks
+
+
+@CHECKS.register("unused_speedups")
+def check_unused_speedups(ctx: GateContext) -> List[Check]:
+    """A top-level ``min_speedup`` applies at ``matched_resolution`` entries only: a baseline no
+    entry names (or a config without entries, e.g. decode rows gated on tpot) was checked by
+    nothing, and used to pass silently. Said as a failing check."""
+    cfg = ctx.config
+    named = {b for e in cfg.matched_resolution for b in e.baselines}
+    checks = []
+    for base, metrics in cfg.min_speedup.items():
+        if base not in named:
+            checks.append(Check("speedup", f"{cfg.target} vs {base} {','.join(metrics)}", "not checked",
+                                "a matched_resolution entry naming it", False,
+                                f"min_speedup.{base} applies at matched_resolution entries, and none names {base}: "
+                                "no speed-up was checked"))
     return checks

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -457,6 +458,13 @@ def run(args) -> int:
                              "stopped on the budget far from their target: "
                              + "; ".join(describe_flag(f) for f in result["flagged_runs"][:3])
                              + (" ..." if result["flagged"] > 3 else ""))
+        absent = [m for m in metrics if not any(c["metric"] == m for c in result["comparisons"])]
+        if len(absent) == len(metrics):  # nothing was compared: never an OK (issue 29)
+            raise InputError(f"no matched row has {', '.join(absent)} (--metrics); e.g. tpot and e2e need rows "
+                             "measured with decode_tokens")
+        for m_name in absent:
+            print(f"fastvlm-bench compare: warning: --metrics {m_name}: no matched row has it; not compared",
+                  file=sys.stderr)
         payload["comparison"] = result
         text.append(render_compare_text(result, args.base, args.candidate))
         md.append(render_compare_markdown(result, args.base, args.candidate))

@@ -43,7 +43,7 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Dict, List, Optional
 
-from .records import SCHEMA_VERSION, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record, StageStats
+from .records import DECODE_STAGES, SCHEMA_VERSION, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record, StageStats
 
 #: Absolute tolerance of the consistency checks, in ms (samples are rounded to 1e-6 ms, and
 #: CUDA event times to about 0.5 us each).
@@ -63,7 +63,8 @@ ENUMS: Dict[str, tuple] = {
 NON_NEGATIVE = ("visual_tokens", "visual_tokens_measured", "encoder_channels", "llm_hidden", "peak_memory_mb",
                 "peak_rss_mb", "energy_per_inference_j", "avg_power_w", "build_s", "compile_s", "timed_s",
                 "warmup_s", "wall_s", "device_peak_tflops", "warmup_iterations", "turns_taken", "idle_power_w",
-                "energy_loop_s")
+                "energy_loop_s", "visual_tokens_encoder", "reduction_overhead_ms", "kv_cache_bytes",
+                "decode_bytes_per_step")
 
 
 class RecordInvalid(ValueError):
@@ -145,6 +146,10 @@ def _check_stage(name: str, s: Dict[str, Any], problems: List[str]) -> None:
             problems.append(f"{where}ci_low <= median <= ci_high does not hold "
                             f"({s['ci_low']}, {median}, {s['ci_high']})")
     samples = s.get("samples") or []
+    if samples and min(samples) < 0:
+        problems.append(f"{where}samples has negative times ({min(samples):.6g} ms)")
+    if not samples and name in DECODE_STAGES and s["n"] > 0:  # decode stages always keep their samples
+        problems.append(f"{where}samples is empty but n is {s['n']}")
     if samples:
         import numpy as np
 
@@ -169,6 +174,66 @@ def _check_ttft(stages: Dict[str, Dict[str, Any]], problems: List[str]) -> None:
             problems.append(f"stages.ttft.median {ttft['median']} is below stages.{p_name}.median {p['median']}: "
                             "TTFT contains that stage")
             return
+
+
+def _check_decode(cfg: Dict[str, Any], stages: Dict[str, Dict[str, Any]], problems: List[str]) -> None:
+    """The decode stages against the point's ``decode_tokens``: ``itl`` holds at most one sample
+    per decode step of every timed iteration; ``tpot`` (the mean step) times the steps is the
+    ``decode`` stage (medians within a factor of 2: the same iterations' marks)."""
+    n_out = int(cfg.get("decode_tokens") or 0)
+    present = [k for k in DECODE_STAGES if k in stages]
+    if not n_out:
+        if present:
+            problems.append(f"stages.{present[0]} is a decode stage but config.decode_tokens is 0")
+        return
+    iterations = max((stages[k]["n"] for k in ("e2e", "tpot", "decode", "ttft") if k in stages), default=0)
+    itl = stages.get("itl")
+    if itl and iterations and itl["n"] > n_out * iterations:
+        problems.append(f"stages.itl.n is {itl['n']}, more than decode_tokens {n_out} x {iterations} timed iterations")
+    tpot, dec = stages.get("tpot"), stages.get("decode")
+    if tpot and dec and n_out > 1 and dec["median"] > 0:
+        implied = tpot["median"] * (n_out - 1)
+        if not 0.5 <= implied / dec["median"] <= 2.0 and abs(implied - dec["median"]) > ABS_TOL_MS * n_out:
+            problems.append(f"stages.tpot.median {tpot['median']} x {n_out - 1} decode steps = {implied:.6g} ms "
+                            f"contradicts stages.decode.median {dec['median']}")
+
+
+def _check_reduction(data: Dict[str, Any], cfg: Dict[str, Any], problems: List[str]) -> None:
+    """A reduced point keeps at most its encoder's tokens; its per-layer counts are counts."""
+    enc, kept = data.get("visual_tokens_encoder"), data.get("visual_tokens")
+    if isinstance(enc, int) and isinstance(kept, int) and kept > enc:
+        problems.append(f"visual_tokens {kept} exceed visual_tokens_encoder {enc}: a reduction keeps fewer")
+    if str(cfg.get("reduction") or "none") != "none":
+        import json
+
+        try:
+            params = json.loads(cfg.get("reduction_params") or "")
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            problems.append(f"config.reduction_params must be a JSON object for reduction={cfg.get('reduction')}, "
+                            f"got {cfg.get('reduction_params')!r:.60}")
+    per_layer = data.get("llm_visual_tokens_per_layer") or []
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in per_layer):
+        problems.append(f"llm_visual_tokens_per_layer must be whole numbers >= 0, got {per_layer[:5]!r:.60}")
+
+
+def _check_backend(info: Dict[str, Any], problems: List[str]) -> None:
+    """A runtime stage's numerics and times are finite numbers >= 0: NaN would read as an
+    eager row's null, and a NaN error passes no tolerance."""
+    stages = info.get("stages") if isinstance(info, dict) else None
+    for name, st in (stages or {}).items():
+        if not isinstance(st, dict):
+            problems.append(f"backend_info.stages.{name} must be an object, got {st!r:.60}")
+            continue
+        for k in ("max_abs_err", "max_rel_err", "tolerance", "ref_scale", "export_s", "load_s", "cache_check_s"):
+            v = st.get(k)
+            if k in st and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+                problems.append(f"backend_info.stages.{name}.{k} must be a finite number >= 0, got {v!r:.60}")
+        if all(isinstance(st.get(k), (int, float)) for k in ("max_rel_err", "tolerance")) \
+                and st["max_rel_err"] > st["tolerance"] and not problems:
+            problems.append(f"backend_info.stages.{name}.max_rel_err {st['max_rel_err']} is above its tolerance "
+                            f"{st['tolerance']}: such a point is an error, not a result")
 
 
 def problems_of(data: Any, expected_id: Optional[str] = None) -> List[str]:
@@ -213,6 +278,9 @@ def problems_of(data: Any, expected_id: Optional[str] = None) -> List[str]:
         if len(problems) == before:
             good[name] = s
     _check_ttft(good, problems)
+    _check_decode(cfg, good, problems)
+    _check_reduction(data, cfg, problems)
+    _check_backend(data.get("backend_info") or {}, problems)
     n_timed = max((s["n"] for s in good.values()), default=0)
     bad_idx = [i for i in data.get("disturbed_iterations") or [] if i < 0 or (n_timed and i >= n_timed)]
     if bad_idx:

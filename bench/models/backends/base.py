@@ -82,6 +82,51 @@ class Backend:
 BACKENDS: Registry[Backend] = Registry("backend")
 
 
+#: Loggers of the exporters and runtimes: their INFO lines (~160 for one tiny ONNX point) and
+#: warnings go to ``library.log`` beside the records, not to the user's terminal.
+LIBRARY_LOGGERS = ("onnx_ir", "onnxscript", "onnx", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
+                   "torch._export", "openvino", "nncf")
+
+
+@contextlib.contextmanager
+def library_log(path: Path):
+    """While exporting, loading and checking: the libraries' log records, their Python warnings
+    and what they print go to ``path`` (appended; a log, not a result), so the user sees our
+    lines only. Our own logger is untouched."""
+    import io
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, list(lg.handlers)))
+        # torch's own logging setup gives "torch.onnx" a terminal handler of its own: replaced too.
+        # Levels unchanged: what reached the terminal reaches the file instead.
+        lg.handlers = [handler]
+        lg.propagate = False
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, propagate, handlers in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
+        lib = logging.getLogger("fastvlm_bench.library")
+        lib.addHandler(handler)
+        lib.propagate = False
+        for w in locals().get("caught") or []:
+            lib.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
+        for line in printed.getvalue().splitlines():
+            lib.info("stdout: %s", line)
+        lib.removeHandler(handler)
+        handler.close()
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line (runtimes raise multi-line C++ traces)."""
     text = " ".join(str(exc).split())
@@ -170,32 +215,27 @@ class _RuntimeStage:
         self.graph.write(flow, [torch.from_numpy(np.asarray(o)) for o in outs])
 
 
-def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path: Path, opset: int) -> str:
-    """Export ``module`` at ``example``'s static shapes to ``path`` (weights as external data);
-    returns how. ``torch.onnx.export(dynamo=True)`` first (torch.export + onnxscript, what
-    PyTorch recommends), the TorchScript exporter where that fails for an architecture."""
+def export_onnx(module: torch.nn.Module, example: Tuple[torch.Tensor, ...], path: Path, opset: int,
+                dynamo: bool = True) -> str:
+    """Export ``module`` at ``example``'s static shapes to ``path``; returns how.
+    ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript, what PyTorch recommends;
+    weights as external data) or the TorchScript exporter (``dynamo=False``). The fallback from
+    one to the other is the export cache's (:func:`.export_cache.get_or_build`): the exporter
+    is part of the cache key, and a fallback is logged and recorded."""
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
             torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset, external_data=True,
                               verbose=False)
-        return f"torch.onnx.export(dynamo=True, opset={opset})"
-    except Exception as dynamo_exc:  # recorded: which exporter made the graph
-        if getattr(dynamo_exc, "interrupts_point", False):
-            raise
-        for p in path.parent.iterdir():
-            if p.name.startswith(path.name):
-                p.unlink()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
-        except Exception as ts_exc:
-            raise RuntimeError(f"dynamo exporter: {one_line(dynamo_exc)}; TorchScript exporter: "
-                               f"{one_line(ts_exc)}") from ts_exc
-        return f"torch.onnx.export(dynamo=False, opset={opset}) (dynamo failed: {type(dynamo_exc).__name__})"
+        else:
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
+    return f"torch.onnx.export(dynamo={dynamo}, opset={opset})"
+
+
+#: The ONNX exporters, preferred first (names used in cache keys and ``.failed`` files).
+ONNX_EXPORTERS = ("dynamo", "torchscript")
 
 
 @dataclass
@@ -256,7 +296,12 @@ class ExportedBackend(Backend):
             pipe.replace(name, _RuntimeStage(self.name, stage_graph(vlm, name), pipe.get(name).run), self.name)
 
     # -- subclasses ------------------------------------------------------------------------
-    def export(self, graph: StageGraph, example: Tuple[torch.Tensor, ...], folder: Path, point) -> Exported:
+    def exporters(self, graph: StageGraph) -> Tuple[str, ...]:
+        """The exporters that may make ``graph``, preferred first (each a cache key of its own)."""
+        return ("default",)
+
+    def export(self, graph: StageGraph, example: Tuple[torch.Tensor, ...], folder: Path, point,
+               exporter: str) -> Exported:
         raise NotImplementedError
 
     def load(self, folder: Path, point) -> Tuple[Callable[[List[np.ndarray]], List[np.ndarray]], List[Tuple]]:
@@ -269,14 +314,22 @@ class ExportedBackend(Backend):
     # -- the untimed part of a point -------------------------------------------------------
     def prepare(self, pipe: Pipeline, vlm, point, flow: Flow, rec, cache_root: Path,
                 atol: Optional[float] = None) -> None:
-        from . import export_cache, numerics
-
         runtime = [s for s in pipe.stages if isinstance(s.run, _RuntimeStage)]
         info: Dict[str, Any] = {"name": self.name, "versions": self.versions(), "options": point.backend_options,
                                 "stages": {}}
         rec.backend_info = info
         if not runtime:
             return
+        # beside the records (<results_dir>/<sweep>/library.log); the record names it
+        log_path = Path(cache_root).parent / (rec.sweep or "exports") / "library.log"
+        info["library_log"] = str(log_path)
+        with library_log(log_path):
+            self._prepare(pipe, point, flow, info, runtime, cache_root, atol)
+
+    def _prepare(self, pipe: Pipeline, point, flow: Flow, info: Dict[str, Any], runtime, cache_root: Path,
+                 atol: Optional[float]) -> None:
+        from . import export_cache, numerics
+
         # One eager pass: every runtime stage's input (export example, numerics input) and its
         # reference output, each stage on eager inputs (an error is the stage's own).
         refs: Dict[str, Tuple[Tuple[torch.Tensor, ...], torch.Tensor]] = {}
@@ -289,13 +342,14 @@ class ExportedBackend(Backend):
                 st.run(flow)
         for st in runtime:
             graph, (example, ref) = st.run.graph, refs[st.name]
-            key = export_cache.content_key(self.name, self.format_version, graph, example, point,
-                                           self.versions(), self.key_parts(point))
+            attempts = [(ex, export_cache.content_key(self.name, self.format_version, graph, example, point,
+                                                      self.versions(), {**self.key_parts(point), "exporter": ex}))
+                        for ex in self.exporters(graph)]
             entry: Dict[str, Any] = {}
             t0 = time.perf_counter()
             try:
                 folder, made = export_cache.get_or_build(
-                    cache_root, self.name, key, lambda d: self.export(graph, example, d, point), entry,
+                    cache_root, self.name, attempts, lambda d, ex: self.export(graph, example, d, point, ex), entry,
                     st.name)
             except BackendError:
                 raise
@@ -307,7 +361,8 @@ class ExportedBackend(Backend):
             entry["export_s" if made else "cache_check_s"] = time.perf_counter() - t0
             entry.setdefault("export_s", 0.0)
             entry["cached"] = not made
-            entry["cache_key"] = key
+            entry["cache_key"] = folder.name
+            export_cache.raise_if_signalled()  # a harness checkpoint after the export call returned
             t0 = time.perf_counter()
             try:
                 call, shapes = self.load(folder, point)
@@ -326,6 +381,7 @@ class ExportedBackend(Backend):
             for name, t in zip(graph.inputs, example):
                 setattr(probe, name, t)
             st.run(probe)  # the backend's first call: on the eager stage's own input
+            export_cache.raise_if_signalled()  # after the load and first call (a runtime's own handlers)
             entry["load_s"] = time.perf_counter() - t0
             entry.update(numerics.compare(getattr(probe, graph.compared), ref, point.dtype, self.name, st.name, atol))
             info["stages"][st.name] = entry

@@ -14,10 +14,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import BACKENDS, Exported, ExportedBackend, export_onnx, options_string, parse_options
+from .base import BACKENDS, ONNX_EXPORTERS, Exported, ExportedBackend, export_onnx, options_string, parse_options
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
+
+
+#: The oldest opset exported as asked: below it the dynamo exporter made opset-18 graphs anyway
+#: (after three converter tracebacks) while the id and the options said otherwise.
+MIN_OPSET = 18
+
+
+def _max_opset() -> int:
+    try:
+        import onnx
+
+        return int(onnx.defs.onnx_opset_version())
+    except ImportError:
+        return MIN_OPSET
 
 
 @BACKENDS.register("onnxruntime")
@@ -33,6 +47,10 @@ class OnnxRuntime(ExportedBackend):
 
     def problems(self, cfg):
         out = super().problems(cfg)
+        top = _max_opset()
+        if not isinstance(cfg.backend.opset, int) or not MIN_OPSET <= cfg.backend.opset <= top:
+            out.append(f"backend.opset must be {MIN_OPSET}..{top} (the dynamo exporter makes opset {MIN_OPSET}+ graphs; "
+                       f"onnx {top} is the newest this onnx knows), got {cfg.backend.opset!r}")
         if cfg.backend.graph_opt not in LEVELS:
             out.append(f"backend.graph_opt must be one of {', '.join(LEVELS)}, got {cfg.backend.graph_opt!r}")
         try:
@@ -52,9 +70,12 @@ class OnnxRuntime(ExportedBackend):
     def key_parts(self, point):
         return {"opset": parse_options(point.backend_options).get("opset")}
 
-    def export(self, graph, example, folder: Path, point) -> Exported:
+    def exporters(self, graph):
+        return ONNX_EXPORTERS
+
+    def export(self, graph, example, folder: Path, point, exporter: str) -> Exported:
         opset = int(parse_options(point.backend_options)["opset"])
-        exporter = export_onnx(graph.module, example, folder / "model.onnx", opset)
+        exporter = export_onnx(graph.module, example, folder / "model.onnx", opset, dynamo=exporter == "dynamo")
         return Exported(sorted(p.name for p in folder.iterdir() if p.is_file()), exporter)
 
     def load(self, folder: Path, point):

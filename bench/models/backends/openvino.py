@@ -14,7 +14,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .base import BACKENDS, Exported, ExportedBackend, export_onnx, options_string, parse_options
+from .base import BACKENDS, ONNX_EXPORTERS, Exported, ExportedBackend, export_onnx, options_string, parse_options
 
 ONNX_OPSET = 18  # where the graph goes through ONNX (see export)
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -43,30 +43,31 @@ class OpenVINO(ExportedBackend):
         return options_string({"hint": cfg.backend.hint, "precision": cfg.backend.precision or PRECISIONS[dtype],
                                "streams": int(cfg.backend.streams), "threads": threads})
 
-    def export(self, graph, example, folder: Path, point) -> Exported:
+    def exporters(self, graph):
+        # torch.export's graph first (the one the ONNX dynamo exporter also starts from), then
+        # OpenVINO's ONNX frontend on the ONNX export of the same module, which folds what the
+        # PyTorch frontend cannot. OpenVINO 2026.4's PyTorch frontend fails on transformers'
+        # DynamicCache (it concatenates onto an empty tensor: "Axis -2 out of the tensor rank
+        # range"), so prefill is not tried that way for every point.
+        onnx = tuple(f"onnx-{ex}" for ex in ONNX_EXPORTERS)
+        return onnx if graph.name == "prefill" else ("torch.export",) + onnx
+
+    def export(self, graph, example, folder: Path, point, exporter: str) -> Exported:
         import openvino as ov
         import torch
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:  # torch.export's graph: the one the ONNX dynamo exporter also starts from
-                if graph.name == "prefill":
-                    # OpenVINO 2026.4's PyTorch frontend fails on transformers' DynamicCache (it
-                    # concatenates onto an empty tensor: "Axis -2 out of the tensor rank range");
-                    # not tried again for every point
-                    raise NotImplementedError("DynamicCache: concat onto an empty tensor")
+            if exporter == "torch.export":
                 model = ov.convert_model(torch.export.export(graph.module, example, strict=False))
                 how = "openvino.convert_model(torch.export)"
-            except Exception as exc:
-                if getattr(exc, "interrupts_point", False):
-                    raise
-                # Its ONNX frontend takes the ONNX export of the same module, which folds that.
-                # Recorded as such.
+            else:
                 onnx_dir = folder / "onnx"
                 onnx_dir.mkdir()
-                via = export_onnx(graph.module, example, onnx_dir / "model.onnx", ONNX_OPSET)
+                via = export_onnx(graph.module, example, onnx_dir / "model.onnx", ONNX_OPSET,
+                                  dynamo=exporter == "onnx-dynamo")
                 model = ov.convert_model(str(onnx_dir / "model.onnx"))
-                how = f"openvino.convert_model(ONNX from {via}) (torch.export frontend failed: {type(exc).__name__})"
+                how = f"openvino.convert_model(ONNX from {via})"
         # static shapes, as the point runs them (convert_model leaves the traced inputs dynamic)
         model.reshape({model.inputs[i]: ov.PartialShape(list(t.shape)) for i, t in enumerate(example)})
         ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)

@@ -1,0 +1,117 @@
+"""The up-front checks of :func:`bench.config.validate` that were added for knobs accepted and
+then not done (issue 29): each knob is refused with one line before anything is built, or it
+does what it says. Kept apart from :mod:`bench.config` (the typed configs) because these read
+the model registries (encoder and LLM specs, tiling plans) and grow with every axis.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Collection, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import BenchConfig
+
+#: Every name ``timing.target_stage`` may take (a point's pipeline has some of them).
+TARGET_STAGES = ("preprocess", "vision_latency", "merge", "reduce", "projector", "prefill", "ttft", "decode", "ttst",
+                 "e2e", "tpot", "itl")
+
+
+def knob_problems(cfg: "BenchConfig", swept: set) -> List[str]:
+    """Knobs that were accepted and then not done (issue 29): each is refused up front."""
+    import math
+
+    out: List[str] = []
+    b = cfg.backend
+    if b.atol is not None and (isinstance(b.atol, bool) or not math.isfinite(float(b.atol)) or float(b.atol) < 0):
+        out.append(f"backend.atol must be a finite tolerance >= 0 (a fraction of the output's scale), got {b.atol!r}")
+    if b.stages is not None and len(b.stages) == 0:
+        out.append("backend.stages=[] names no stage; leave it out to run every stage the backend can run")
+    if cfg.timing.target_stage not in TARGET_STAGES:
+        out.append(f"timing.target_stage must be one of {', '.join(TARGET_STAGES)}, got {cfg.timing.target_stage!r}")
+    tiled_swept = bool({"tiling", "tiling.name"} & swept)
+    if cfg.tiling.tile is not None and str(cfg.tiling.name) == "none" and not tiled_swept:
+        out.append(f"tiling.tile={cfg.tiling.tile} needs a tiling mode (tiling=anyres_next|anyres_max_9): "
+                   "without tiling there are no tiles")
+    return out
+
+
+def point_problems(cfg: "BenchConfig", swept: Optional[Collection[str]]) -> List[str]:
+    """Checks that need the encoder's and the LLM's specs: a token budget without a method, an
+    answer past the LLM's context, tiles that yield no tokens, and (a single run) a resolution
+    or tile the encoder cannot take."""
+    from .models import get_encoder_spec
+    from .models.encoders import InvalidResolutionError
+    from .models.llms import NO_LLM
+    from .models.tiling import make_plan
+
+    out: List[str] = []
+    single = swept is not None and not swept
+    try:
+        plan = make_plan(cfg.encoder.name, cfg.resolution, cfg.tiling.name, cfg.tiling.tile, cfg.image_size)
+        n = plan.tokens if plan is not None else get_encoder_spec(cfg.encoder.name).num_tokens(cfg.resolution)
+    except InvalidResolutionError as exc:
+        return [f"{exc} (a single run: nothing to measure)"] if single else []
+    if plan is not None and (plan.merged_h <= 0 or plan.merged_w <= 0):
+        out.append(f"image_size {plan.image_w}x{plan.image_h} with tiling={plan.mode} tile {plan.tile} px: its tiles "
+                   f"yield no tokens (a {plan.merged_w}x{plan.merged_h} feature grid after unpadding); use a less "
+                   "extreme aspect ratio")
+    # the resolution lines (sweep=token_reduction) pick the resolution giving reduction.tokens
+    # tokens without a method: a budget the point has is not ignored, it is what it measures
+    if str(cfg.reduction.name) == "none" and cfg.reduction.tokens and cfg.reduction.tokens != n \
+            and not {"reduction", "reduction.name"} & set(swept or ()):
+        out.append(f"reduction.tokens={cfg.reduction.tokens} needs a method (reduction=pool|random|tome|...): "
+                   f"without one the point keeps its {n} visual tokens")
+    if cfg.llm.name != NO_LLM and cfg.decode_tokens:
+        from .models import get_llm_spec
+
+        ctx = get_llm_spec(cfg.llm.name).config.get("max_position_embeddings")
+        total = n + cfg.prompt_tokens + cfg.decode_tokens
+        if ctx and total > int(ctx):
+            out.append(f"decode_tokens={cfg.decode_tokens}: {n} visual + {cfg.prompt_tokens} prompt + "
+                       f"{cfg.decode_tokens} output tokens = {total} exceed {cfg.llm.name}'s context of {ctx} "
+                       "positions (max_position_embeddings)")
+    return out
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; a container's or ``taskset``'s)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def hf_problems(cfg: "BenchConfig") -> List[str]:
+    """Knobs that cannot apply to an ``hf=`` point (a transformers model runs its own forward and
+    processor), each said in one line rather than silently ignored."""
+    out = []
+    for key in ("min_pixels", "max_pixels"):
+        v = getattr(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            out.append(f"{key} must be a positive number of pixels, got {v!r}")
+    if cfg.hf is None:
+        if cfg.min_pixels is not None or cfg.max_pixels is not None:
+            out.append("min_pixels/max_pixels apply to hf= points (a Qwen2-VL-style processor's bounds)")
+        return out
+    if not str(cfg.hf).strip():
+        out.append("hf must name a shipped system (fastvlm-bench list) or a model folder")
+    if cfg.min_pixels and cfg.max_pixels and cfg.min_pixels > cfg.max_pixels:
+        out.append(f"min_pixels ({cfg.min_pixels}) must be <= max_pixels ({cfg.max_pixels})")
+    if str(cfg.tiling.name) != "none":
+        out.append(f"tiling={cfg.tiling.name} does not apply to hf={cfg.hf}: the model's own processor decides "
+                   "its tiles (use image_size=WxH for a non-square image)")
+    if str(cfg.reduction.name) != "none":
+        out.append(f"reduction={cfg.reduction.name} is not supported on hf= points: the methods edit our own "
+                   "composed pipeline, not a transformers model's forward")
+    if str(cfg.backend.name) != "eager" or cfg.compile:
+        out.append(f"backend={'compile' if cfg.compile else cfg.backend.name} is not supported on hf= points yet "
+                   "(they run the model's own forward eagerly)")
+    if cfg.checkpoint:
+        out.append("checkpoint= is for composed points; an hf= folder loads its own *.safetensors")
+    if cfg.extra_work_matmuls:
+        out.append("extra_work_* is not supported on hf= points")
+    if cfg.timing.target_stage not in ("ttft", "preprocess", "vision_latency", "projector", "merge", "prefill",
+                                       "e2e", "decode", "ttst"):
+        out.append(f"timing.target_stage={cfg.timing.target_stage} is not a stage of an hf= point")
+    return out
