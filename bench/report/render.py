@@ -476,7 +476,10 @@ def _claims_section(df: pd.DataFrame, sweep: str) -> Optional[Section]:
     # they are loaded anyway (the report at the end of a sweep) or the folder is a paper_claims one
     import sys
 
-    rows = pd.DataFrame(evaluate(claims, df, explain=sweep == "paper_claims" or "bench.models" in sys.modules))
+    explain = sweep == "paper_claims" or "bench.models" in sys.modules
+    if explain:
+        from .. import models  # noqa: F401  (the config groups evaluate() reads: bench.models.config_groups)
+    rows = pd.DataFrame(evaluate(claims, df, explain=explain))
     if not len(rows) or not ((rows["status"] == "measured").any() or sweep == "paper_claims"):
         return None
     sec = Section(CLAIMS_TITLE, text=(

@@ -29,16 +29,12 @@ import torch
 
 from ...registry import Registry
 from ..pipeline import Flow, Pipeline
+from .errors import BackendError  # noqa: F401  (re-exported: bench.models.backends.base.BackendError)
 
 log = logging.getLogger("fastvlm_bench")
 
 #: Stages a runtime may run, in pipeline order.
 RUNTIME_STAGES = ("vision_latency", "projector", "prefill")
-
-
-class BackendError(RuntimeError):
-    """A backend stage that cannot be used (export failed, wrong shapes, outputs disagree with
-    eager): the point is an ``error`` whose message names the backend and the stage."""
 
 
 class Backend:
