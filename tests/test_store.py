@@ -97,8 +97,9 @@ def _check_store_after_kill(root, finished_before):
     return {pid: text for pid, (status, text) in recs.items() if status == "ok"}
 
 
-def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
-    """SIGKILL a running local sweep 20+ times at seeded random moments; resume after each kill."""
+def _kill_loop(tmp_path, name, seed, n_kills, deadline):
+    """SIGKILL a running local sweep ``n_kills`` times at seeded random moments, resuming after
+    each kill and checking the store every time; returns (kills, hits, startup seconds)."""
     import random
     import shutil
     import signal
@@ -108,12 +109,12 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
 
     from conftest import ROOT, TINY
 
-    rng = random.Random(10)
+    rng = random.Random(seed)
     res = ",".join(str(16 * k) for k in range(2, 26))  # 24 tiny points, milliseconds each
-    args = [sys.executable, "-m", "bench", "-m", *TINY, "name=k9", f"results_dir={tmp_path}", "encoder=tiny_vit",
+    args = [sys.executable, "-m", "bench", "-m", *TINY, f"name={name}", f"results_dir={tmp_path}", "encoder=tiny_vit",
             f"resolution={res}", "timing.min_repeats=1", "count_flops=false", "measure_peak=false", "threads=1"]
-    root = tmp_path / "k9"
-    finished, kills, hits, t0 = {}, 0, 0, time.monotonic()
+    root = tmp_path / name
+    finished, kills, hits = {}, 0, 0
 
     def n_records():
         return len(list((root / "records").glob("*.json"))) if (root / "records").is_dir() else 0
@@ -124,8 +125,8 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
     # process's first new record, then kills at a random moment of the next second, while it
     # writes further records and tables: on a slow, shared CI host the blind ones alone hit a
     # writing sweep only 4 times in 20 (start-up varies run to run), so half are aimed at writes.
-    # 20 kills take about 2 minutes here; the cap only stops a sweep that hangs.
-    while kills < 20 and time.monotonic() - t0 < 480:
+    # The cap only stops a sweep that hangs.
+    while kills < n_kills and time.monotonic() < deadline:
         n0 = n_records()
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if startup is None or kills % 2 == 1:
@@ -146,11 +147,30 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
         if len(finished) == 24:  # all measured: start over so that the kills keep hitting writes
             shutil.rmtree(root)
             finished = {}
+    return kills, hits, startup
+
+
+def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
+    """SIGKILL running local sweeps 20+ times at seeded random moments; resume after each kill.
+
+    Two kill loops of 10 kills run side by side, each on its own results folder with its own
+    seed: a kill costs a process start (about 5 s of imports on the CI host, one core each), so
+    the two cores run two loops in the time of one (225 s for 20 kills in one loop, seen in CI).
+    Every check is the single loop's: each kill is followed by the store check, and together the
+    loops must make 20 kills, 8 of them in a sweep that was writing records."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.monotonic()
+    deadline = t0 + 480  # 20 kills take about 2 minutes; the cap only stops a sweep that hangs
+    with ThreadPoolExecutor(2) as pool:
+        loops = [pool.submit(_kill_loop, tmp_path, f"k9_{i}", 10 + i, 10, deadline) for i in range(2)]
+        results = [f.result() for f in loops]
+    kills, hits = sum(r[0] for r in results), sum(r[1] for r in results)
     assert kills >= 20, f"only {kills} kills in {time.monotonic() - t0:.0f} s"
     assert hits >= 8, f"only {hits} of {kills} kills hit a sweep that was writing records"
-    print(f"kill -9: {kills} kills ({hits} after records were written; start-up {startup:.1f} s) in "
-          f"{time.monotonic() - t0:.1f} s, "
-          "no finished record lost")
+    print(f"kill -9: {kills} kills ({hits} after records were written; start-up "
+          f"{', '.join(f'{r[2]:.1f}' for r in results)} s) in {time.monotonic() - t0:.1f} s, no finished record lost")
 
 
 def test_full_disk_while_writing_a_record_keeps_the_old_table(tmp_path):
