@@ -16,6 +16,8 @@ from typing import Any, Dict, List
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import models  # noqa: F401  (its config groups and checks: bench.models.config_groups)
+from .analysis.claims import register_claim_points
 from .config import ConfigError, register_configs, sweeps_dir
 from .measure.callbacks import in_grid, to_bench_config
 from .measure.interrupt import PointInterrupted, exit_status
@@ -84,5 +86,6 @@ def main(args: List[str]) -> None:
     global _DRIVER_PID
     _DRIVER_PID = os.getpid()
     register_configs()
+    register_claim_points()  # last: the paper's claim points are checked against the groups above
     sys.argv = [sys.argv[0]] + list(args)
     run()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Collection, List, Optional
+from typing import Callable, Collection, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -229,13 +229,28 @@ class ConfigError(InputError):
     """A knob with a value that cannot work (caught before any model is built)."""
 
 
+#: ``llm=none``: an encoder-only point (no projector, prefill or TTFT). Defined here, the bottom of
+#: the import flow, because a config check needs it; ``bench.models.llms`` re-exports it.
+NO_LLM = "none"
+
+#: The checks of the stages above the configuration, each ``check(cfg, swept, problems)`` appending
+#: its problems (the registries' names, each backend's and token-reduction method's own rules).
+#: ``bench.models`` adds its own on import (:mod:`bench.models.config_groups`), so that this module
+#: imports no stage package and :func:`validate` still says every problem of a point at once.
+POINT_CHECKS: List[Callable[["BenchConfig", Collection[str], List[str]], None]] = []
+
+#: The config groups made from the stages' registries, each ``register(config_store)``; filled the
+#: same way (:mod:`bench.models.config_groups`) and run by :func:`register_configs`.
+GROUP_REGISTRARS: List[Callable[[ConfigStore], None]] = []
+
+
 def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
     """Every problem of ``cfg`` in one :class:`ConfigError`. ``swept``: keys a multirun sweeps,
     whose value in ``cfg`` is only the config file's; checks across keys that involve them are
     left to each point's own validation. ``swept`` given and empty: the whole run is this one
     point, so what would make the point ``skipped`` (a resolution or tile the encoder cannot
     take) is bad input, exit 2; in a grid it stays a ``skipped`` row (``swept=None``, a point)."""
-    from .config_checks import hf_problems, knob_problems, point_problems
+    from .config_checks import hf_problems, knob_problems
 
     problems: List[str] = []
     problems += knob_problems(cfg, set(swept or ()))
@@ -256,9 +271,7 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
             or cfg.decode_tokens == 1:
         problems.append(f"decode_tokens must be 0 (first token only) or at least 2 output tokens, "
                         f"got {cfg.decode_tokens!r}")
-    from .models.llms import NO_LLM as _NO_LLM
-
-    if cfg.decode_tokens and cfg.llm.name == _NO_LLM:
+    if cfg.decode_tokens and cfg.llm.name == NO_LLM:
         problems.append("decode_tokens needs an LLM: llm=none is an encoder-only point")
     if cfg.decode_tokens and str(cfg.backend.name) not in ("eager",):
         problems.append(f"decode_tokens runs the LLM eagerly (VLM.decode_step); backend={cfg.backend.name} is not "
@@ -286,44 +299,11 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
         problems.append(f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
-    from .models import ENCODERS, LLMS, TILINGS
-
-    from .models.llms import NO_LLM
-
-    for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
-                             ("tiling", TILINGS, cfg.tiling.name)):
-        if value not in reg and not (kind == "llm" and value == NO_LLM):
-            extra = f" (or {NO_LLM}: encoder only)" if kind == "llm" else ""
-            problems.append(f"unknown {kind} {value!r}; valid: {', '.join(reg.names())}{extra}")
-    from .models.backends import BACKENDS
-
-    if cfg.backend.name not in BACKENDS:
-        problems.append(f"unknown backend {cfg.backend.name!r}; valid: {', '.join(BACKENDS.names())}")
-    else:
-        problems += BACKENDS.get(cfg.backend.name)().problems(cfg)
-    if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
-        problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
-    if cfg.image_size is not None:
-        from .models.tiling import parse_image_size
-
-        try:
-            parse_image_size(cfg.image_size)
-        except ValueError as exc:
-            problems.append(str(exc))
-        if cfg.tiling.name == "none" and not cfg.hf and not {"tiling", "tiling.name"} & set(swept or ()):
-            problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
-                            "the image is centre-cropped to resolution x resolution, whatever its shape")
     problems += hf_problems(cfg)
-    if str(cfg.reduction.name) != "none" and str(cfg.tiling.name) != "none":
-        problems.append(f"reduction={cfg.reduction.name} cannot be combined with tiling={cfg.tiling.name}: the "
-                        "methods' arithmetic (pooling grids, kept-token budgets) assumes one square token grid")
-    if not problems and cfg.encoder.name in ENCODERS and not cfg.hf:  # an hf= point has no encoder of ours
-        from .models.reduction.base import check_reduction, to_conf
-
-        problems += check_reduction(to_conf(cfg.reduction), cfg.encoder.name, cfg.llm.name, cfg.resolution,
-                                    bool(cfg.compile))
-    if not problems and cfg.encoder.name in ENCODERS and not cfg.hf:
-        problems += point_problems(cfg, swept)
+    if not POINT_CHECKS:
+        raise RuntimeError("bench.config.validate: no stage has registered its checks; import bench.models first")
+    for check in POINT_CHECKS:
+        check(cfg, swept, problems)
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -355,36 +335,23 @@ def unusual(cfg: BenchConfig) -> List[str]:
 def register_configs() -> None:
     """Put the structured configs into Hydra's ConfigStore; called by :func:`bench.app.main`.
 
-    The ``encoder``, ``llm`` and ``tiling`` groups come from the model registries (as optimum-benchmark
-    does for its backends): every registered name is an option, so adding a model is one
-    Python entry and no YAML file. Models registered before this call are included.
+    The groups whose options come from a registry (``encoder``, ``llm``, ``backend``, ``tiling``,
+    ``reduction``: every registered name is an option, as optimum-benchmark does for its
+    backends, so adding a model is one Python entry and no YAML file) are stored by the stage that
+    owns the registry, through :data:`GROUP_REGISTRARS` (``bench.models`` adds its own on import);
+    this module, the bottom of the import flow, imports no stage. Models registered before this
+    call are included. The ``claim_point`` group (``sweep=paper_claims``) is the app's to add, after
+    this call: :func:`bench.analysis.claims.register_claim_points`.
     """
-    from .models import ENCODERS, LLMS, TILINGS
-
+    if not GROUP_REGISTRARS:
+        raise RuntimeError("bench.config.register_configs: no stage has registered its config groups; "
+                           "import bench.models first")
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BenchConfig)
-    for name in ENCODERS.names():
-        cs.store(group="encoder", name=name, node=EncoderConf(name=name))
-    from .models.llms import NO_LLM
-
-    for name in LLMS.names() + [NO_LLM]:  # llm=none: an encoder-only point
-        cs.store(group="llm", name=name, node=LLMConf(name=name))
-    from .models.backends import BACKENDS
-
-    for name in BACKENDS.names():
-        cs.store(group="backend", name=name, node=BackendConf(name=name))
-    for name in TILINGS.names():
-        cs.store(group="tiling", name=name, node=TilingConf(name=name))
-    from .models.reduction import REDUCTIONS
-
-    for name in REDUCTIONS.names():  # one option per method, its typed parameters as the node
-        cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
+    for register in GROUP_REGISTRARS:
+        register(cs)
     cs.store(group="timing", name="default", node=TimingConf)
     cs.store(group="timing", name="quick", node=QUICK_TIMING)
-    # last: the points of the paper's claims (sweep=paper_claims), each checked against the groups above
-    from .analysis.claims import register_claim_points
-
-    register_claim_points()
 
 
 # ---- where the package's files are ---------------------------------------------------------

@@ -5,10 +5,10 @@ the model registries (encoder and LLM specs, tiling plans) and grow with every a
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Collection, List, Optional
+from typing import Collection, List, Optional
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import BenchConfig
+# ``"BenchConfig"`` in the annotations is :class:`bench.config.BenchConfig`, not imported: that
+# module imports this one (inside validate), and a module pair must not import each other.
 
 #: Every name ``timing.target_stage`` may take (a point's pipeline has some of them).
 TARGET_STAGES = ("preprocess", "vision_latency", "merge", "reduce", "projector", "prefill", "ttft", "decode", "ttst",
@@ -31,44 +31,6 @@ def knob_problems(cfg: "BenchConfig", swept: set) -> List[str]:
     if cfg.tiling.tile is not None and str(cfg.tiling.name) == "none" and not tiled_swept:
         out.append(f"tiling.tile={cfg.tiling.tile} needs a tiling mode (tiling=anyres_next|anyres_max_9): "
                    "without tiling there are no tiles")
-    return out
-
-
-def point_problems(cfg: "BenchConfig", swept: Optional[Collection[str]]) -> List[str]:
-    """Checks that need the encoder's and the LLM's specs: a token budget without a method, an
-    answer past the LLM's context, tiles that yield no tokens, and (a single run) a resolution
-    or tile the encoder cannot take."""
-    from .models import get_encoder_spec
-    from .models.encoders import InvalidResolutionError
-    from .models.llms import NO_LLM
-    from .models.tiling import make_plan
-
-    out: List[str] = []
-    single = swept is not None and not swept
-    try:
-        plan = make_plan(cfg.encoder.name, cfg.resolution, cfg.tiling.name, cfg.tiling.tile, cfg.image_size)
-        n = plan.tokens if plan is not None else get_encoder_spec(cfg.encoder.name).num_tokens(cfg.resolution)
-    except InvalidResolutionError as exc:
-        return [f"{exc} (a single run: nothing to measure)"] if single else []
-    if plan is not None and (plan.merged_h <= 0 or plan.merged_w <= 0):
-        out.append(f"image_size {plan.image_w}x{plan.image_h} with tiling={plan.mode} tile {plan.tile} px: its tiles "
-                   f"yield no tokens (a {plan.merged_w}x{plan.merged_h} feature grid after unpadding); use a less "
-                   "extreme aspect ratio")
-    # the resolution lines (sweep=token_reduction) pick the resolution giving reduction.tokens
-    # tokens without a method: a budget the point has is not ignored, it is what it measures
-    if str(cfg.reduction.name) == "none" and cfg.reduction.tokens and cfg.reduction.tokens != n \
-            and not {"reduction", "reduction.name"} & set(swept or ()):
-        out.append(f"reduction.tokens={cfg.reduction.tokens} needs a method (reduction=pool|random|tome|...): "
-                   f"without one the point keeps its {n} visual tokens")
-    if cfg.llm.name != NO_LLM and cfg.decode_tokens:
-        from .models import get_llm_spec
-
-        ctx = get_llm_spec(cfg.llm.name).config.get("max_position_embeddings")
-        total = n + cfg.prompt_tokens + cfg.decode_tokens
-        if ctx and total > int(ctx):
-            out.append(f"decode_tokens={cfg.decode_tokens}: {n} visual + {cfg.prompt_tokens} prompt + "
-                       f"{cfg.decode_tokens} output tokens = {total} exceed {cfg.llm.name}'s context of {ctx} "
-                       "positions (max_position_embeddings)")
     return out
 
 

@@ -80,11 +80,12 @@ def test_claim_points_compose_to_the_plain_configs(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from bench.analysis.claims import sweep_points
+    from bench.analysis.claims import register_claim_points, sweep_points
     from bench.config import register_configs, sweeps_dir
     from bench.measure.scenario import resolve_point as point_config  # the record's config from a BenchConfig
 
     register_configs()
+    register_claim_points()  # the app's step after register_configs (bench.app.main)
     points, left_out = sweep_points()
     assert "fastvithd_1024_qwen2_0.5b" in points and "vit_l14_336_qwen2_0.5b" in points
     for name, why in left_out.items():

@@ -228,7 +228,11 @@ def _check_interrupted_then_resumed(kind, largs, env, root, args, job, out):
     return recs
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS, indirect=True)
+#: Slurm only: without Slurm, "TERM, then KILL 5 s later" is a SIGTERM that the point answers
+#: at once (test_preemption_sigterm_ends_the_point_cleanly[local] checks that, and everything
+#: this test checks afterwards), so the KILL is never sent and a [local] case would repeat that
+#: test's run (40 s of CI) without checking anything more.
+@pytest.mark.parametrize("launcher", [p for p in LAUNCHERS if p.id == "slurm"], indirect=True)
 def test_cancel_one_point_while_timing(launcher, results_dir):
     """scancel (TERM, then KILL after KillWait) of one array task: the others finish, no half record."""
     kind, largs, env = launcher

@@ -37,6 +37,7 @@ def _clean(key, v):
 def run(args: argparse.Namespace) -> int:
     from ..report.tables import markdown_table
     from ..results.io import atomic_write_text
+    from .. import models  # noqa: F401  (the config groups the claims' sides are checked against)
     from .claims import PAPER_SETUP, claims_table, display_table
 
     results = Path(args.results_dir)

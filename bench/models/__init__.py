@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import config_groups  # noqa: F401  (adds this stage's config groups and checks to bench.config)
+
 _EXPORTS = {"ENCODERS": ".encoders", "InvalidResolutionError": ".encoders", "get_encoder_spec": ".encoders",
             "LLMS": ".llms", "get_llm_spec": ".llms",
             "VLM": ".vlm", "InsufficientMemoryError": ".vlm", "build_vlm": ".vlm", "TILINGS": ".tiling",

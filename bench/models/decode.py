@@ -19,7 +19,7 @@ answer, and what one step must read from memory.
 """
 from __future__ import annotations
 
-from .pipeline import AXES, Flow, Pipeline, Stage
+from .stages import AXES, Flow, Pipeline, Stage
 
 
 def decode_steps(point) -> int:

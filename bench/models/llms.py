@@ -67,7 +67,7 @@ LLMS: Registry[LLMSpec] = Registry("llm")
 #: no projector are built and the pipeline is the encoder stage alone (``bench.models.pipeline``);
 #: prefill, projector and TTFT are null in its record. Not a registry entry: it is no model, so
 #: ``fastvlm-bench list`` does not show it and nothing can build it.
-NO_LLM = "none"
+from ..config import NO_LLM  # noqa: E402, F401  (defined with the configs, which check it; re-exported here)
 
 
 def register_llm(spec: LLMSpec) -> LLMSpec:

@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import InputError
@@ -72,22 +71,14 @@ from .rows import (RUN_COLUMN, as_float, effective_match_keys, json_safe, load_r
                    write_output)
 from .quality import describe as describe_flag
 from .quality import flags as run_flags
+from .metrics import (DEFAULT_METRIC_THRESHOLDS, DEFAULT_METRICS, DEFAULT_NOISE_FLOOR, DEFAULT_THRESHOLD, METRICS,  # noqa: F401
+                      NOISE_FLOOR_RULE, PAIR_NOISE_FLOOR, SINGLE_RUN_NOISE_FLOOR, SPEEDUP_METRICS, MetricSpec,
+                      point_noise_floor)
 from .stats import IMPROVEMENT, REGRESSION, UNDEFINED, paired_ratio_ci, ratio_ci, verdict
 
 #: Paired on: every point key but those describing the machine, not the configuration.
 DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
                                           if k not in ("threads", "checkpoint", "checkpoint_fingerprint"))
-DEFAULT_THRESHOLD = 0.03
-DEFAULT_NOISE_FLOOR = 0.01  # both sides hold >= 2 runs (or interleaved pairs) of the point
-#: One interleaved pair: the drift is shared, but two processes of one configuration still
-#: differ, which one pair cannot show. Measured on this project's 2-core VMs: vision-latency
-#: ratios of A/A pairs had an sd of 1.8 % (FastViTHD, 18 pairs) and 2.1 % (tiny models pinned
-#: to one core, 22 pairs; prefill 2.5 %, worst pair 0.938). At a 2 % floor 2 of 12 tiny A/A
-#: pairs were flagged; 5 % is about 2.5 sd, plus the pair's own interval.
-PAIR_NOISE_FLOOR = 0.05
-#: A side with a single run: the drift between runs of the same configuration on this
-#: project's 2-core machines (README, "What compare can see").
-SINGLE_RUN_NOISE_FLOOR = 0.08
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
@@ -97,40 +88,6 @@ STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transform
     f"env_{k}" for k in BACKEND_VERSION_KEYS)
 #: Sides that differ here were measured on another installed stack: a warning.
 STACK_COLUMNS = ("env_lock_sha256", "env_stack_sha256")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One compared quantity: the columns holding it (first present pair wins) and samples."""
-
-    name: str
-    columns: Tuple[str, ...]
-    samples: Optional[str] = None
-    unit: str = "ms"
-    lower_is_better: bool = True
-
-
-METRICS: Dict[str, MetricSpec] = {
-    "vision_latency": MetricSpec("vision_latency", ("vision_latency_ms",), "vision_latency_samples_ms"),
-    "prefill": MetricSpec("prefill", ("prefill_ms",), "prefill_samples_ms"),
-    "ttft": MetricSpec("ttft", ("ttft_ms",), "ttft_samples_ms"),
-    "visual_tokens": MetricSpec("visual_tokens", ("visual_tokens_measured", "visual_tokens"), None, "tokens"),
-    "peak_memory": MetricSpec("peak_memory", ("peak_memory_mb", "peak_rss_mb"), None, "MB"),
-    # not compared by default, available through --metrics
-    "preprocess": MetricSpec("preprocess", ("preprocess_ms",), "preprocess_samples_ms"),
-    "projector": MetricSpec("projector", ("projector_ms",), "projector_samples_ms"),
-    "merge": MetricSpec("merge", ("merge_ms",), "merge_samples_ms"),  # tiled points only
-    # with decode_tokens (bench.models.decode): per-iteration samples like the stages above
-    "tpot": MetricSpec("tpot", ("tpot_ms",), "tpot_samples_ms"),
-    "e2e": MetricSpec("e2e", ("e2e_ms",), "e2e_samples_ms"),
-    "ttst": MetricSpec("ttst", ("ttst_ms",), "ttst_samples_ms"),
-    "decode": MetricSpec("decode", ("decode_ms",), "decode_samples_ms"),
-}
-DEFAULT_METRICS: Tuple[str, ...] = ("vision_latency", "prefill", "ttft", "visual_tokens", "peak_memory")
-#: Default thresholds per metric where the global one does not fit: peak RSS on a CPU differs by
-#: up to 3.7 % between runs of one configuration (allocator caching), and it has no interval.
-DEFAULT_METRIC_THRESHOLDS: Dict[str, float] = {"peak_memory": 0.10}
-SPEEDUP_METRICS: Tuple[str, ...] = ("vision_latency", "ttft")
 
 
 def metric_ratio(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[str, Any]], spec: MetricSpec,
@@ -215,22 +172,6 @@ def interleaved_pairs(base_rows: Sequence[Mapping[str, Any]],
             return None
         pairs.append((i, hits[0]))
     return pairs
-
-
-def point_noise_floor(runs_base: int, runs_candidate: int, paired: bool) -> float:
-    """The default noise floor of a point: 1 % when the interval can see run-to-run drift (both
-    sides hold several runs or pairs of the point), :data:`PAIR_NOISE_FLOOR` for one interleaved
-    pair (the drift is shared, the process-to-process difference is not visible), else the
-    single-run floor."""
-    if min(runs_base, runs_candidate) >= 2:
-        return DEFAULT_NOISE_FLOOR
-    return PAIR_NOISE_FLOOR if paired else SINGLE_RUN_NOISE_FLOOR
-
-
-#: How the default noise floor is chosen, in words (for reports).
-NOISE_FLOOR_RULE = (f"{DEFAULT_NOISE_FLOOR * 100:g} % with several runs per side, {PAIR_NOISE_FLOOR * 100:g} % for "
-                    f"one interleaved pair, {SINGLE_RUN_NOISE_FLOOR * 100:g} % for single runs made at different "
-                    "times: their intervals cannot show run-to-run drift")
 
 
 def side_differences(base_df, cand_df, columns: Sequence[str]) -> List[str]:

@@ -74,7 +74,7 @@ def _rule_text(result: Dict[str, Any]) -> str:
     floor = result.get("noise_floor")
     if floor is None:  # per point, from the runs it has
         floors = sorted({c["noise_floor"] for c in result["comparisons"] if c.get("noise_floor") is not None})
-        from .compare import NOISE_FLOOR_RULE
+        from .metrics import NOISE_FLOOR_RULE
 
         return text + ", noise floor " + " / ".join(f"{f * 100:g}%" for f in floors) + f" ({NOISE_FLOOR_RULE})"
     return text + f", noise floor {floor * 100:g}%"

@@ -12,12 +12,9 @@ and drawn with their own marker and legend entry.
 """
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -27,97 +24,22 @@ from ..analysis.backends import backend_table, rankings
 from ..analysis.join import join_efficiency_accuracy
 from ..analysis.pareto import AVG5, avg_accuracy, avg_label, pareto_front
 from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_points
-from ..results.io import atomic_write_text
 from ..results.store import load_table
 from . import figures as F
 from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
 from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
 from . import fidelity_figures  # (registers the hf= fidelity figure; its tables below)
-from .tables import markdown_table
+from .frames import Section, _cols, _with_labels
+from .output import _slug, _write  # noqa: F401  (_slug: re-exported, tests/test_report.py)
+from .sections import (CLAIMS_TITLE, HEADLINE_TITLE, JOINED_LABEL, JOINED_TITLE,  # noqa: F401  (re-exported)
+                       _claims_section, _headline_section, _paper_accuracy_measured_latency_section)
 
 log = logging.getLogger(__name__)
 
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
-SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("prompt_tokens", "p{}"),
-                  ("attn_implementation", "{}"), ("compile", "compile={}"), ("compile_mode", "{}"),
-                  ("threads", "t{}"), ("preprocess", "preprocess={}"), ("tiling", "{}"),
-                  ("image_size", "image {}"), ("backend", "{}"),
-                  ("decode_tokens", "+{}tok"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile", "backend",
                "backend_options")
 PathLike = Union[str, Path]
-
-
-@dataclass
-class Section:
-    title: str
-    text: str = ""
-    figures: List[Tuple[Path, str]] = field(default_factory=list)   # (png, caption)
-    tables: List[Tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
-
-
-# ----------------------------------------------------------------------------- data prep
-def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    varying = [(c, f) for c, f in SETTING_FIELDS if c in df and df[c].astype(str).nunique() > 1]
-    base = [(c, f) for c, f in SETTING_FIELDS[:3] if c in df]
-
-    def setting(r):
-        parts = varying or base
-        return " ".join(f.format(r[c]) for c, f in parts) if parts else ""
-
-    df["setting"] = [setting(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
-    show = bool(varying)
-    def reduction(r) -> str:  # a token-reduction method and its budget (bench.models.reduction)
-        red = r.get("reduction")
-        return "" if red in (None, "none") or pd.isna(red) else f" {red}->{int(r['visual_tokens'])}"
-
-    df["label"] = [f"{r['encoder']}@{int(r['resolution'])}{reduction(r)}+{r['llm']}"
-                   + (f" [{r['setting']}]" if show else "") for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
-    return df
-
-
-def _fmt(v, integral: bool = False) -> str:
-    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if integral:
-            return str(int(round(v)))
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        if abs(v) >= 1:
-            return f"{v:.1f}"
-        return f"{v:.3g}"
-    return str(v)
-
-
-def _format_column(col: pd.Series) -> pd.Series:
-    num = pd.to_numeric(col, errors="coerce") if col.dtype.kind in "fiu" else None
-    integral = bool(num is not None and num.notna().any()
-                    and (num.dropna() == num.dropna().round()).all() and (num.dropna().abs() < 1e15).all())
-    return col.map(lambda v: _fmt(v, integral))
-
-
-def _formatted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(_format_column) if len(df) else df.astype(str)
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    if df is None or not len(df.columns):
-        return "_(empty)_\n"
-    if not len(df):
-        return "_(no rows)_\n"
-    f = _formatted(df)
-    return markdown_table([str(c) for c in f.columns], list(f.itertuples(index=False))) + "\n"
-
-
-def _cols(df: pd.DataFrame, cols: Sequence[str]) -> List[str]:
-    return [c for c in cols if c in df.columns]
 
 
 # ----------------------------------------------------------------------------- report
@@ -446,116 +368,3 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     return _write(out_dir, sweep, results_dir, accuracy_files, sections, warnings, x, benchmarks)
 
 
-# ----------------------------------------------------------------------------- the opening sections
-HEADLINE_TITLE = "Headline: measured here"
-CLAIMS_TITLE = "Paper claims measured here"
-JOINED_TITLE = "Accuracy (paper-reported) vs latency (measured here)"
-JOINED_LABEL = "accuracy: paper-reported; latency: measured here"
-
-
-def _headline_section(ok: pd.DataFrame) -> Section:
-    from ..analysis.headline import BUDGET_EDGES, headline_table
-
-    sec = Section(HEADLINE_TITLE, text=(
-        "Your own measurements, on this machine: per token budget (upper edges "
-        f"{', '.join(map(str, BUDGET_EDGES))} visual tokens, the paper's counts), the fastest configuration by "
-        "median TTFT (vision-encoder latency for encoder-only points), and its speed-up over the fastest ViT and "
-        "the fastest ConvNeXt of the same budget, LLM, device and dtype: ratio of medians with its 95 % "
-        "hierarchical-bootstrap interval. Blank: that budget has no such baseline."))
-    sec.tables.append(("Fastest configuration per token budget (measured here)", headline_table(ok)))
-    return sec
-
-
-def _claims_section(df: pd.DataFrame, sweep: str) -> Optional[Section]:
-    """The claims table (:mod:`bench.analysis.claims`) when at least one claim was measured in
-    this folder, or the folder is a ``paper_claims`` sweep (then every skip and its reason)."""
-    from ..analysis.claims import PAPER_SETUP, display_table, evaluate, load_claims
-
-    claims = load_claims()
-    if sweep != "paper_claims":  # cheap first: does any ok row measure one side of a claim?
-        have = set(zip(df.loc[df["status"] == "ok", "encoder"].astype(str),
-                       pd.to_numeric(df.loc[df["status"] == "ok", "resolution"], errors="coerce"),
-                       df.loc[df["status"] == "ok", "llm"].astype(str))) if len(df) else set()
-        if not any((s.encoder, s.resolution, s.llm) in have for c in claims for s in (c.fast, c.baseline)):
-            return None
-    # why a claim could not be measured needs the model registries (torch, timm): consulted when
-    # they are loaded anyway (the report at the end of a sweep) or the folder is a paper_claims one
-    import sys
-
-    rows = pd.DataFrame(evaluate(claims, df, explain=sweep == "paper_claims" or "bench.models" in sys.modules))
-    if not len(rows) or not ((rows["status"] == "measured").any() or sweep == "paper_claims"):
-        return None
-    sec = Section(CLAIMS_TITLE, text=(
-        f"The FastVLM paper's headline comparisons: the paper's ratio ({PAPER_SETUP}: never measured here) "
-        "beside the ratio measured here (baseline / FastVLM medians, 95 % hierarchical-bootstrap interval). "
-        "'direction holds here': yes when the interval lies above 1, no when below, unclear when it holds 1. "
-        "The same table: fastvlm-bench claims RESULTS_DIR (claims.md, claims.json)."))
-    sec.tables.append((f"{int((rows['status'] == 'measured').sum())} of {len(rows)} claims measured",
-                       display_table(rows)))
-    return sec
-
-
-def _paper_accuracy_measured_latency_section(ok: pd.DataFrame, benchmarks, atitle: str, x: str,
-                                             fig_dir: Path) -> Section:
-    from ..analysis.join import paper_accuracy_measured_latency
-
-    sec = Section(JOINED_TITLE, text=(
-        f"{JOINED_LABEL}. The paper's accuracy ({atitle}) for configurations measured here that match a paper "
-        "configuration exactly: same encoder, resolution, tiling and LLM (the paper lists some several times, "
-        "trained on different data: one point each). Placeholder weights time the same computation as the "
-        "trained model; the accuracy is the paper's trained model's."))
-    j = paper_accuracy_measured_latency(ok, benchmarks)
-    if len(j):
-        j = j.dropna(subset=[x]).copy() if x in j.columns else j.iloc[0:0]
-    if not len(j):
-        sec.text += (" None of the measured configurations matches one: e.g. fastvithd@1024+qwen2_0.5b "
-                     "(Table 6 R3-R5) or fastvithd@768+qwen2_1.5b (R7, R8) would.")
-        return sec
-    j["label"] = [f"{r['paper_row'].replace('Table 6 ', '')} {r['label']}" for _, r in j.iterrows()]
-    j["on_frontier"] = pareto_front(j, x=x, y="accuracy")
-    png = F.accuracy_vs_x(j, pd.DataFrame(columns=["label", x, "accuracy"]), x,
-                          f"{atitle}\n{JOINED_LABEL}", fig_dir, f"pareto_paper_accuracy_measured_{x}",
-                          measured_label=JOINED_LABEL)
-    sec.figures.append((png, f"{JOINED_LABEL}: {atitle} (%) vs {F.X_LABELS[x]}."))
-    sec.tables.append((f"{JOINED_LABEL} (exactly matching configurations)",
-                       j[_cols(j, ["label", "paper_row", "tiling", x, "accuracy", "on_frontier"])]))
-    return sec
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
-def _write(out_dir: Path, sweep: str, results_dir: Path, accuracy_files, sections: List[Section],
-           warnings: List[str], x: str, benchmarks) -> Path:
-    """Write tables/*.csv, ``index.html`` and ``report.md`` (templates in ``templates/``)."""
-    import jinja2
-
-    views, n_table = [], 0
-    for s in sections:
-        figs = []
-        for png, caption in s.figures:
-            rel = png.relative_to(out_dir).as_posix()
-            figs.append({"png": rel, "svg": Path(rel).with_suffix(".svg").as_posix(), "caption": caption,
-                         "data": base64.b64encode(png.read_bytes()).decode("ascii")})
-        tables = []
-        for caption, table in s.tables:
-            n_table += 1
-            name = f"{n_table:02d}_{_slug(caption)[:60]}.csv"
-            atomic_write_text(out_dir / "tables" / name, table.to_csv(index=False))
-            tables.append({"caption": caption, "file": name, "markdown": to_markdown(table),
-                           "html": _formatted(table).to_html(index=False, escape=True, border=0) if len(table) else ""})
-        views.append({"title": s.title, "slug": _slug(s.title), "text": s.text, "figures": figs, "tables": tables})
-    context = dict(sweep=sweep, results_dir=str(results_dir), x=x, benchmarks=", ".join(benchmarks),
-                   accuracy_files=", ".join(map(str, accuracy_files)), now=_dt.datetime.now().isoformat(timespec="seconds"),
-                   paper_device=PAPER_DEVICE, warnings=warnings, sections=views)
-    loader = jinja2.FileSystemLoader(str(Path(__file__).parent / "templates"))
-    for name, escape in (("index.html", True), ("report.md", False)):
-        env = jinja2.Environment(loader=loader, autoescape=escape, trim_blocks=True, lstrip_blocks=True,
-                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-        text = env.get_template(f"report.{name.split('.')[1]}.j2").render(**context)
-        atomic_write_text(out_dir / name, text)
-    return out_dir / "index.html"

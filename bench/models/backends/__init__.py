@@ -12,7 +12,7 @@ from ..pipeline import AXES
 from .base import BACKENDS, Backend, BackendError
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "export_cache", "numerics"):
+    if _module.name not in ("base", "errors", "export_cache", "numerics"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 

@@ -29,16 +29,12 @@ import torch
 
 from ...registry import Registry
 from ..pipeline import Flow, Pipeline
+from .errors import one_line, BackendError  # noqa: F401  (re-exported: bench.models.backends.base.BackendError)
 
 log = logging.getLogger("fastvlm_bench")
 
 #: Stages a runtime may run, in pipeline order.
 RUNTIME_STAGES = ("vision_latency", "projector", "prefill")
-
-
-class BackendError(RuntimeError):
-    """A backend stage that cannot be used (export failed, wrong shapes, outputs disagree with
-    eager): the point is an ``error`` whose message names the backend and the stage."""
 
 
 class Backend:
@@ -125,12 +121,6 @@ def library_log(path: Path):
             lib.info("stdout: %s", line)
         lib.removeHandler(handler)
         handler.close()
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line (runtimes raise multi-line C++ traces)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def options_string(knobs: Dict[str, Any]) -> str:

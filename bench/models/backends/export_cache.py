@@ -191,7 +191,7 @@ def get_or_build(root: Path, backend: str, attempts: Sequence[Tuple[str, str]], 
                 if getattr(exc, "interrupts_point", False) or _signal_pending() is not None \
                         or isinstance(exc, (OSError, MemoryError)):
                     raise
-                from .base import one_line
+                from .errors import one_line
 
                 reason = one_line(exc)
                 atomic_write_text(failed, reason + "\n")

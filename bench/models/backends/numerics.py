@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .base import BackendError
+from .errors import BackendError
 
 #: max |backend - eager| / max |eager| allowed, per dtype: fp32 leaves room for reordered sums
 #: over ~1e3-1e4 terms through 24-40 layers (measured: <= 1e-5 here), the half types for their

@@ -20,7 +20,7 @@ import re
 from typing import Optional, Tuple
 
 from ..encoders import InvalidResolutionError, get_encoder_spec
-from ..pipeline import AXES, Stage
+from ..stages import AXES, Stage
 from .base import TILINGS, TileMerge, TilingMode, TilingPlan, placeholder_newline, register_tiling, tile_images
 
 for _module in pkgutil.iter_modules(__path__):
