@@ -248,6 +248,7 @@ def test_lmms_eval_results_of_the_same_model_join_every_measured_size(tmp_path):
 
 
 def test_list_shows_the_shipped_systems():
+    """(tests/test_list.py checks list --json's hf_systems against the folders)"""
     p = run_cli(["list"])
     assert p.returncode == 0, p.stderr
     for name in ("llava_onevision_0.5b", "llava_next_7b", "qwen2_5_vl_3b", "smolvlm_256m", "fastvlm_0.5b",

@@ -19,7 +19,10 @@ def test_list_json_names_every_registry(listed):
     from bench.models.backends import BACKENDS
     from bench.models.reduction import REDUCTIONS
 
-    assert list(listed) == ["encoders", "llms", "tilings", "reductions", "backends", "sweeps", "claims"]
+    assert list(listed) == ["encoders", "llms", "tilings", "reductions", "backends", "hf_systems", "sweeps", "claims"]
+    from bench.models.hf import shipped_names
+
+    assert [h["name"] for h in listed["hf_systems"]] == shipped_names()
     for key, reg in (("encoders", ENCODERS), ("llms", LLMS), ("tilings", TILINGS), ("reductions", REDUCTIONS),
                      ("backends", BACKENDS)):
         assert [e["name"] for e in listed[key]] == reg.names(), key
@@ -39,6 +42,9 @@ def test_list_json_counts_the_points_of_each_named_sweep(listed):
     assert set(sweeps) == {p.stem for p in (ROOT / "sweeps" / "sweep").glob("*.yaml")}
     assert sweeps["ci_baseline"]["points"] == 4 * 2 and sweeps["runtimes"]["points"] == 3 * 6 * 4
     assert sweeps["none"]["points"] == 1
+    # a glob over a group of point files counts its files (sweeps/zoo_point/, sweeps/fidelity_point/)
+    assert sweeps["hf_zoo"]["points"] == len(list((ROOT / "sweeps" / "zoo_point").glob("*.yaml")))
+    assert sweeps["hf_fidelity"]["points"] == len(list((ROOT / "sweeps" / "fidelity_point").glob("*.yaml")))
     assert sweeps["paper_claims"]["points"] == next(c["points"] for c in listed["claims"]
                                                     if c["file"].endswith("fastvlm_paper.yaml"))
     from bench.analysis.claims import load_claims
@@ -52,6 +58,7 @@ def test_list_json_counts_the_points_of_each_named_sweep(listed):
 def test_list_text_has_a_section_per_registry():
     p = run_cli(["list"])
     assert p.returncode == 0, p.stderr[-3000:]
-    for head in ("encoders (", "llms (", "tilings (", "reductions (", "backends (", "sweeps (", "claims files ("):
+    for head in ("encoders (", "llms (", "tilings (", "reductions (", "backends (", "hf systems (", "sweeps (",
+                 "claims files ("):
         assert any(line.startswith(head) for line in p.stdout.splitlines()), head
     assert "tome" in p.stdout and "reduction.KEY=DEFAULT" in p.stdout and "ci_baseline" in p.stdout
