@@ -20,6 +20,8 @@ from typing import Any, Dict
 from ..config import BenchConfig, ConfigError, unusual, validate
 from ..results.records import STATUS_ERROR, STATUS_OK, Record
 from ..results.store import ResultsStore
+from .allocator import current as current_allocator
+from .allocator import now_installed, run_under_allocator
 from .interrupt import PointInterrupted, interrupt_on_signals
 
 log = logging.getLogger("fastvlm_bench")
@@ -99,7 +101,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
         return {"point_id": None, "status": STATUS_UNAVAILABLE, "resumed": False, "message": str(exc)}
     store = ResultsStore(Path(cfg.results_dir) / cfg.name)
     pid = point.point_id()
-    if not cfg.force and store.is_done(pid):
+    if not cfg.force and store.is_done(pid) and not now_installed(store.get(pid)):
         rec = store.get(pid)
         log.info("already measured (%s, %s): %s; use force=true to re-measure", rec.status, pid, point.label())
         return {"point_id": pid, "status": rec.status, "resumed": True}
@@ -107,6 +109,8 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     if over:
         log.warning("skipped (not recorded): %s: %s", point.label(), over)
         return {"point_id": pid, "status": STATUS_OVER_BUDGET, "resumed": False, "message": over}
+    if point.allocator != current_allocator():  # measured by a process under its allocator (issue 33)
+        return run_under_allocator(cfg, point, store, in_grid)
     claimed, owner = store.claim(pid)
     if not claimed:
         who = owner.describe() if owner else "another process"

@@ -127,7 +127,7 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        backend_options=backend.options(cfg, threads, dtype_name(dt)),
                        tiling=tiling, tile_size=tile_size, image_size=image_size,
                        reduction=reduction.name, reduction_params=point_params(reduction),
-                       decode_tokens=int(cfg.decode_tokens))
+                       decode_tokens=int(cfg.decode_tokens), allocator=str(cfg.allocator))
 
 
 def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:

@@ -75,7 +75,7 @@ from .stats import IMPROVEMENT, REGRESSION, UNDEFINED, paired_ratio_ci, ratio_ci
 
 #: Paired on: every point key but those describing the machine, not the configuration.
 DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
-                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint"))
+                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint", "allocator"))
 DEFAULT_THRESHOLD = 0.03
 DEFAULT_NOISE_FLOOR = 0.01  # both sides hold >= 2 runs (or interleaved pairs) of the point
 #: One interleaved pair: the drift is shared, but two processes of one configuration still
@@ -92,7 +92,7 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 #: Sides that differ here are not comparable: a warning, or with --strict a refusal.
 #: The deployment runtimes' versions (backend=onnxruntime/openvino) count as the torch version does.
-STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transformers", "env_timm") + tuple(
+STRICT_COLUMNS = ("device_name", "threads", "dtype", "allocator", "env_torch", "env_transformers", "env_timm") + tuple(
     f"env_{k}" for k in BACKEND_VERSION_KEYS)
 #: Sides that differ here were measured on another installed stack: a warning.
 STACK_COLUMNS = ("env_lock_sha256", "env_stack_sha256")
