@@ -117,7 +117,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
         log.warning("skipped: %s (%s) is being measured by %s; re-run when it ends", point.label(), pid, who)
         return {"point_id": pid, "status": STATUS_CLAIMED, "resumed": False, "message": f"claimed by {who}"}
     try:
-        if not cfg.force and store.is_done(pid):  # finished by another process since the check above
+        if not cfg.force and store.is_done(pid) and not now_installed(store.get(pid)):  # finished since the check above
             rec = store.get(pid)
             log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
             return {"point_id": pid, "status": rec.status, "resumed": True}

@@ -32,6 +32,9 @@ from ..results.store import load_table
 from . import figures as F
 from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
 from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
+from .allocator_table import SECTION as ALLOCATOR_SECTION
+from .allocator_table import TEXT as ALLOCATOR_TEXT
+from .allocator_table import allocator_table
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ SETTING_FIELDS = (("dtype", "{}"), ("device", "{}"), ("batch_size", "b{}"), ("pr
                   ("image_size", "image {}"), ("backend", "{}"),
                   ("decode_tokens", "+{}tok"))
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile", "backend",
-               "backend_options")
+               "backend_options", "allocator", "thp", "openmp_runtime", "cpu_governor")
 PathLike = Union[str, Path]
 
 
@@ -325,6 +328,13 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("Vision latency (ms) by encoder configuration and backend", bt))
         if len(rank_tab):
             sec.tables.append(("Ranking by vision latency (1 = fastest) per backend", rank_tab))
+        sections.append(sec)
+
+    # -------- allocators (sweep=allocators): only when the rows hold several
+    at = allocator_table(df)
+    if len(at):
+        sec = Section(ALLOCATOR_SECTION, text=ALLOCATOR_TEXT)
+        sec.tables.append(("Latency (ms) per allocator, medians [95 % interval]", at))
         sections.append(sec)
 
     # -------- visual tokens
