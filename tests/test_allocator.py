@@ -121,8 +121,9 @@ def test_ids_of_records_made_before_the_knob_do_not_change():
 
 def _order_run(root, llms: str):
     args = ["-m", "sweep=none", "report=false", "count_flops=false", "measure_peak=false", "encoder=tiny_convnext",
-            "resolution=256", "preprocess=false", "threads=1", f"results_dir={root}", "name=order", f"llm={llms}",
-            "timing.warmup=3", "timing.min_repeats=30", "timing.max_repeats=30", "timing.max_seconds=10"]
+            "resolution=512", "preprocess=false", "threads=1", f"results_dir={root}", "name=order", f"llm={llms}",
+            "timing.warmup=3", "timing.min_repeats=15", "timing.max_repeats=40", "timing.max_seconds=3"]
+    root.mkdir()
     p = run_cli(args, cwd=root)
     assert p.returncode == 0, p.stderr[-3000:]
     return root / "order"

@@ -8,7 +8,7 @@ BASE and CANDIDATE are each one or more result sets (comma-separated, or a quote
 folders, ``results.csv``/``.parquet`` tables or record ``.json`` files. Each is one *run*.
 
 **Matching.** Only ``ok`` rows are compared, paired on the point keys
-(:data:`bench.results.records.POINT_KEYS`) except ``threads`` and the checkpoint's path and
+(:data:`bench.results.records.POINT_KEYS`) except ``threads``, ``allocator`` and the checkpoint's path and
 fingerprint, which describe the machine rather than the configuration (``--match-on``
 replaces the list). The same point in several runs of a side is one point with several runs.
 
@@ -47,7 +47,7 @@ carries it per comparison (``quality``) and in all (``flagged_runs``, ``flagged`
 ratio of two loaded runs is mostly the load.
 
 **Stacks.** Ratios mix the change under test with any change of machine or software. When the
-sides differ in device, threads, dtype or the versions of torch, transformers, timm or a
+sides differ in device, threads, dtype, allocator (bench.measure.allocator) or the versions of torch, transformers, timm or a
 deployment runtime (onnxruntime, openvino, onnx, onnxscript), ``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
 partner. A different lock or installed stack (``env_lock_sha256``/``env_stack_sha256``) warns.
 
