@@ -131,8 +131,9 @@ def child_env(name: str, base: Optional[Dict[str, str]] = None) -> Dict[str, str
     :func:`wanted_env` put in (other LD_PRELOAD entries are kept, after ours)."""
     env = dict(os.environ if base is None else base)
     want = wanted_env(name)
-    for key in HELD_ENV:
-        env.pop(key, None)
+    for key, value in HELD_ENV.items():  # ours; a user's own thresholds stay (glibc "as found")
+        if env.get(key) == value:
+            env.pop(key)
     if name != "jemalloc" and env.get("MALLOC_CONF") == JEMALLOC_CONF:
         env.pop("MALLOC_CONF")
     others = [p for p in env.pop("LD_PRELOAD", "").replace(" ", ":").split(":") if p and not _is_allocator_lib(p)]
