@@ -154,8 +154,11 @@ def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
     ratios = {c["label"]: round(c["ratio"], 3) for c in res["comparisons"]}
     for rec in _records(tmp_path / "first") + _records(tmp_path / "after"):
         assert rec["config"]["allocator"] == A.DEFAULT and rec["env"]["allocator"] == A.DEFAULT
-    if (res["regressions"] or res["improvements"]) and res["flagged"]:
-        # the records themselves say other processes took the CPUs (on a shared 2-core machine
-        # iterations of this point then read 13-160 ms): no verdict on order can be drawn
-        pytest.skip(f"the machine was busy: {res['flagged']} compared run(s) disturbed (their probes); ratios {ratios}")
+    busy = max(len(r["disturbed_iterations"]) / r["stages"]["vision_latency"]["n"]
+               for r in _records(tmp_path / "first") + _records(tmp_path / "after"))
+    if (res["regressions"] or res["improvements"]) and busy > 0.25:
+        # the records themselves say other processes took the CPUs for over a quarter of a point's
+        # iterations (on a shared 2-core machine they then read 13-160 ms): no verdict on order
+        pytest.skip(f"the machine was busy: {busy:.0%} of a point's iterations disturbed (its probes); "
+                    f"ratios {ratios}")
     assert p.returncode == 0 and res["regressions"] == 0 and res["improvements"] == 0, ratios
