@@ -189,6 +189,13 @@ def _sweep(args: List[str]) -> int:
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    from .measure.allocator import AllocatorError, reexec_if_needed
+
+    try:  # the allocator is process state: start this process again under it (before torch loads)
+        reexec_if_needed(args)
+    except AllocatorError as exc:
+        print(f"fastvlm-bench: error: {exc}", file=sys.stderr)
+        return 2
     user_full_error = "HYDRA_FULL_ERROR" in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # a log file on a full disk must not print a traceback per log line

@@ -41,6 +41,14 @@ class Attention(_Choice):
     eager = "eager"
 
 
+class Allocator(_Choice):
+    """The measuring process's memory allocator (bench.measure.allocator, README "CPU allocator")."""
+    glibc = "glibc"  # glibc malloc as the process finds it (before issue 33)
+    glibc_held = "glibc_held"  # glibc, mmap/trim thresholds held at 256 MiB / 1 GiB (the default)
+    tcmalloc = "tcmalloc"  # preloaded (Debian: libtcmalloc-minimal4)
+    jemalloc = "jemalloc"  # preloaded (Debian: libjemalloc2)
+
+
 class TimingMode(_Choice):
     pipelined = "pipelined"
     isolated = "isolated"  # synchronise around every stage
@@ -179,6 +187,9 @@ class BenchConfig:
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune ...
     preprocess: bool = True  # time preprocessing of a real image (not part of TTFT)
     threads: Optional[int] = None  # CPU threads for torch (default: the cores this process may use)
+    # The measuring process's allocator: glibc | glibc_held | tcmalloc | jemalloc. A point whose
+    # allocator is not the process's is measured in a process started under it (issue 33).
+    allocator: Allocator = Allocator.glibc_held
     tf32: bool = False  # CUDA: TF32 for matmuls AND cuDNN convs (False: IEEE fp32 for both)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick conv algorithms for the fixed shapes
     channels_last: bool = False  # conv encoders (and their input) in NHWC memory format

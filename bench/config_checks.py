@@ -5,7 +5,7 @@ the model registries (encoder and LLM specs, tiling plans) and grow with every a
 """
 from __future__ import annotations
 
-from typing import Collection, List, Optional
+from typing import List
 
 # ``"BenchConfig"`` in the annotations is :class:`bench.config.BenchConfig`, not imported: that
 # module imports this one (inside validate), and a module pair must not import each other.

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from .allocator import process_facts
+
 LOCK_FILES = ("lock.txt", "lock-base.txt")  # full first: an env matching it matches the base too
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 
@@ -129,6 +131,7 @@ def environment() -> Dict[str, Any]:
         "lock": stack["lock"], "lock_sha256": stack["lock_sha256"], "lock_drift": stack["lock_drift"],
         "stack_sha256": stack["stack_sha256"],
         **slurm_environment(),
+        **process_facts(),  # allocator, THP, OpenMP, affinity, governor (bench.measure.allocator)
     }
 
 

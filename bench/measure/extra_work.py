@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from ..results.records import PointConfig
+
 
 def extra_operands(dev: torch.device):
     gen = torch.Generator().manual_seed(0)

@@ -22,7 +22,6 @@ One iteration:
 from __future__ import annotations
 
 import logging
-import time
 from typing import Dict, Optional
 
 import torch

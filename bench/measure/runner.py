@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..config import BenchConfig, ConfigError, unusual, validate
-from ..results.records import STATUS_ERROR, STATUS_OK, Record
+from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, Record
 from ..results.store import ResultsStore
+from .allocator import current as current_allocator
+from . import allocator
+from .allocator import now_installed
 from .interrupt import PointInterrupted, interrupt_on_signals
 
 log = logging.getLogger("fastvlm_bench")
@@ -99,7 +102,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
         return {"point_id": None, "status": STATUS_UNAVAILABLE, "resumed": False, "message": str(exc)}
     store = ResultsStore(Path(cfg.results_dir) / cfg.name)
     pid = point.point_id()
-    if not cfg.force and store.is_done(pid):
+    if not cfg.force and store.is_done(pid) and not now_installed(store.get(pid)):
         rec = store.get(pid)
         log.info("already measured (%s, %s): %s; use force=true to re-measure", rec.status, pid, point.label())
         return {"point_id": pid, "status": rec.status, "resumed": True}
@@ -107,13 +110,15 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     if over:
         log.warning("skipped (not recorded): %s: %s", point.label(), over)
         return {"point_id": pid, "status": STATUS_OVER_BUDGET, "resumed": False, "message": over}
+    if point.allocator != current_allocator():  # measured by a process under its allocator (issue 33)
+        return run_under_allocator(cfg, point, store, in_grid)
     claimed, owner = store.claim(pid)
     if not claimed:
         who = owner.describe() if owner else "another process"
         log.warning("skipped: %s (%s) is being measured by %s; re-run when it ends", point.label(), pid, who)
         return {"point_id": pid, "status": STATUS_CLAIMED, "resumed": False, "message": f"claimed by {who}"}
     try:
-        if not cfg.force and store.is_done(pid):  # finished by another process since the check above
+        if not cfg.force and store.is_done(pid) and not now_installed(store.get(pid)):  # finished since the check above
             rec = store.get(pid)
             log.info("already measured (%s, %s): %s", rec.status, pid, point.label())
             return {"point_id": pid, "status": rec.status, "resumed": True}
@@ -182,3 +187,54 @@ def _test_write_barrier(timeout_s: float = 300.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{TEST_WRITE_BARRIER_ENV}: fewer than {n} points arrived in {timeout_s:.0f} s")
         time.sleep(0.01)
+
+
+def run_under_allocator(cfg, point, store, in_grid: bool) -> Dict[str, object]:
+    """Measure ``point`` in a child process started under its allocator, through the real CLI
+    (``python -m bench sweep=none hydra.mode=RUN`` + every field of ``cfg``), which claims,
+    measures and writes the record as any process does; returns the runner's summary.
+
+    Every launcher gets the same: the basic launcher's driver (a sweep over allocators), a
+    ``timing.turns`` party, a submitit/Slurm worker (started by submitit, not by our CLI). An
+    allocator that is not installed gives a ``skipped`` record naming it (in a grid) or the
+    one-line error (a single point)."""
+    import logging
+    import subprocess
+
+
+    log = logging.getLogger("fastvlm_bench")
+    pid = point.point_id()
+    try:
+        env = allocator.child_env(point.allocator)
+    except allocator.AllocatorError as exc:
+        if not in_grid:
+            raise ConfigError(str(exc)) from None
+        from .environment import environment
+        from .scenario import _now
+
+        log.warning("skipped: %s: %s", point.label(), exc)
+        store.put(Record(sweep=cfg.name, config=point, status=STATUS_SKIPPED, message=allocator.ABSENT + str(exc),
+                         env=environment(), timestamp=_now()))
+        store.consolidate()
+        return {"point_id": pid, "status": STATUS_SKIPPED, "resumed": False, "message": str(exc)}
+    args = [sys.executable, "-m", "bench", "sweep=none", "hydra.mode=RUN", *allocator.cli_overrides(cfg)]
+    log.info("%s: measured by a process under allocator=%s (this one runs under %s)", point.label(),
+             point.allocator, allocator.current())
+    env.pop(allocator.REEXEC_MARK, None)
+    proc = subprocess.Popen(args, env=env)
+    try:
+        rc = proc.wait()
+    except BaseException:  # a signal ended this process's wait: end the child the same way
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    rec = store.get(pid)
+    if rc != 0:
+        msg = f"the process measuring {point.label()} under allocator={point.allocator} exited with status {rc}"
+        if not in_grid:
+            fail(msg, rc)
+        log.warning("%s", msg)
+    return {"point_id": pid, "status": rec.status if rec else "error", "resumed": False}

@@ -97,7 +97,7 @@ def resolve_point(cfg: BenchConfig) -> PointConfig:
                        backend_options=backend.options(cfg, threads, dtype_name(dt)),
                        tiling=tiling, tile_size=tile_size, image_size=image_size,
                        reduction=reduction.name, reduction_params=point_params(reduction),
-                       decode_tokens=int(cfg.decode_tokens))
+                       decode_tokens=int(cfg.decode_tokens), allocator=str(cfg.allocator))
 
 
 def _resolve_hf_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype) -> PointConfig:
@@ -117,7 +117,8 @@ def _resolve_hf_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype) -> P
                        timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None, projector=None,
                        image_size=None if w == h else f"{w}x{h}", decode_tokens=int(cfg.decode_tokens),
-                       hf=source.key, hf_fingerprint=source.fingerprint, hf_options=opts or None)
+                       hf=source.key, hf_fingerprint=source.fingerprint, hf_options=opts or None,
+                       allocator=str(cfg.allocator))
 
 
 def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:

@@ -8,7 +8,7 @@ BASE and CANDIDATE are each one or more result sets (comma-separated, or a quote
 folders, ``results.csv``/``.parquet`` tables or record ``.json`` files. Each is one *run*.
 
 **Matching.** Only ``ok`` rows are compared, paired on the point keys
-(:data:`bench.results.records.POINT_KEYS`) except ``threads`` and the checkpoint's path and
+(:data:`bench.results.records.POINT_KEYS`) except ``threads``, ``allocator`` and the checkpoint's path and
 fingerprint, which describe the machine rather than the configuration (``--match-on``
 replaces the list). The same point in several runs of a side is one point with several runs.
 
@@ -47,7 +47,7 @@ carries it per comparison (``quality``) and in all (``flagged_runs``, ``flagged`
 ratio of two loaded runs is mostly the load.
 
 **Stacks.** Ratios mix the change under test with any change of machine or software. When the
-sides differ in device, threads, dtype or the versions of torch, transformers, timm or a
+sides differ in device, threads, dtype, allocator (bench.measure.allocator) or the versions of torch, transformers, timm or a
 deployment runtime (onnxruntime, openvino, onnx, onnxscript), ``compare`` warns; with ``--strict`` it refuses (exit 2), and also fails when a row has no
 partner. A different lock or installed stack (``env_lock_sha256``/``env_stack_sha256``) warns.
 
@@ -78,13 +78,13 @@ from .stats import IMPROVEMENT, REGRESSION, UNDEFINED, paired_ratio_ci, ratio_ci
 
 #: Paired on: every point key but those describing the machine, not the configuration.
 DEFAULT_MATCH_ON: Tuple[str, ...] = tuple(k for k in POINT_KEYS
-                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint"))
+                                          if k not in ("threads", "checkpoint", "checkpoint_fingerprint", "allocator"))
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 #: Sides that differ here are not comparable: a warning, or with --strict a refusal.
 #: The deployment runtimes' versions (backend=onnxruntime/openvino) count as the torch version does.
-STRICT_COLUMNS = ("device_name", "threads", "dtype", "env_torch", "env_transformers", "env_timm") + tuple(
+STRICT_COLUMNS = ("device_name", "threads", "dtype", "allocator", "env_torch", "env_transformers", "env_timm") + tuple(
     f"env_{k}" for k in BACKEND_VERSION_KEYS)
 #: Sides that differ here were measured on another installed stack: a warning.
 STACK_COLUMNS = ("env_lock_sha256", "env_stack_sha256")

@@ -10,7 +10,9 @@ of the 95 % interval), and the token-matched set.
 
 Rows whose records call them disturbed, or that stopped on the budget far from their target
 interval (:mod:`bench.regress.quality`), are listed by name before the verdict, and in the JSON
-(``flagged_rows``); ``--strict`` refuses to gate them (exit 2).
+(``flagged_rows``); ``--strict`` refuses to gate them (exit 2). Rows measured under several
+allocators (``allocator``, a different stack: :mod:`bench.measure.allocator`) are warned about,
+and ``--strict`` refuses them; the gate's ``select`` can pick one (``allocator: tcmalloc``).
 
 Exit status: 0 when every check passes, 1 when any fails, 2 for bad input (missing or malformed
 results or config, or rows refused by ``--strict``), each reported as one line.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import Any, Dict, List
 
@@ -66,13 +69,21 @@ def run(args) -> int:
 
     config = load_gate_config(args.config)
     df = load_results(args.results, "RESULTS")
+    # a different allocator is a different stack (issue 33): gated rows from several are flagged
+    allocators = sorted({str(r["allocator"]) for r in RowFinder(df, config.select).ok if r.get("allocator")})
+    if len(allocators) > 1:
+        msg = (f"the gated rows were measured under {len(allocators)} allocators ({', '.join(allocators)}): "
+               "ratios between them mix a different stack; narrow the gate's 'select' (allocator: NAME)")
+        if getattr(args, "strict", False):
+            raise InputError(f"refusing to gate (--strict): {msg}")
+        print(f"fastvlm-bench gate: warning: {msg}", file=sys.stderr)
     flagged = quality_flags(ok_rows(df), "results")
     if getattr(args, "strict", False) and flagged:  # before the checks: they would decide on these rows
         raise InputError(f"refusing to gate (--strict): {len(flagged)} row(s) are disturbed or stopped on the "
                          "budget far from their target: " + "; ".join(describe(f) for f in flagged[:3])
                          + (" ..." if len(flagged) > 3 else ""))
     result = run_gate(df, config)
-    result.update(results=str(args.results), config=str(resolve_config_path(args.config)))
+    result.update(results=str(args.results), config=str(resolve_config_path(args.config)), allocators=allocators)
     print(render_gate_text(result, args.results))
     if args.markdown:
         write_output(args.markdown, render_gate_markdown(result, args.results))

@@ -33,12 +33,15 @@ from .frames import Section, _cols, _with_labels
 from .output import _slug, _write  # noqa: F401  (_slug: re-exported, tests/test_report.py)
 from .sections import (CLAIMS_TITLE, HEADLINE_TITLE, JOINED_LABEL, JOINED_TITLE,  # noqa: F401  (re-exported)
                        _claims_section, _headline_section, _paper_accuracy_measured_latency_section)
+from .allocator_table import SECTION as ALLOCATOR_SECTION
+from .allocator_table import TEXT as ALLOCATOR_TEXT
+from .allocator_table import allocator_table
 
 log = logging.getLogger(__name__)
 
 X_CHOICES = ("ttft_ms", "vision_latency_ms", "visual_tokens")
 ENV_COLUMNS = ("device_name", "device", "dtype", "threads", "attn_implementation", "compile", "backend",
-               "backend_options")
+               "backend_options", "allocator", "thp", "openmp_runtime", "cpu_governor")
 PathLike = Union[str, Path]
 
 
@@ -248,6 +251,13 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         sec.tables.append(("Vision latency (ms) by encoder configuration and backend", bt))
         if len(rank_tab):
             sec.tables.append(("Ranking by vision latency (1 = fastest) per backend", rank_tab))
+        sections.append(sec)
+
+    # -------- allocators (sweep=allocators): only when the rows hold several
+    at = allocator_table(df)
+    if len(at):
+        sec = Section(ALLOCATOR_SECTION, text=ALLOCATOR_TEXT)
+        sec.tables.append(("Latency (ms) per allocator, medians [95 % interval]", at))
         sections.append(sec)
 
     # -------- visual tokens

@@ -47,6 +47,7 @@ POINT_KEYS = (
     "decode_tokens",
     "backend", "backend_stages", "backend_options",
     "hf", "hf_fingerprint", "hf_options",
+    "allocator",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -57,7 +58,7 @@ _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_finger
                "extra_work_stage": None, "extra_work_matmuls": 0,
                "tiling": "none", "tile_size": None, "image_size": None, "reduction": "none", "reduction_params": None,
                "backend": "eager", "backend_stages": None, "backend_options": None,
-               "decode_tokens": 0, "hf": None, "hf_fingerprint": None, "hf_options": None}
+               "decode_tokens": 0, "hf": None, "hf_fingerprint": None, "hf_options": None, "allocator": "glibc"}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
@@ -134,6 +135,9 @@ class PointConfig:
     hf_fingerprint: Optional[str] = None
     #: processor knobs that change the image's tokens, ``min_pixels=..,max_pixels=..`` (sorted)
     hf_options: Optional[str] = None
+    #: The measuring process's memory allocator (bench.measure.allocator); records made before
+    #: the knob existed were measured under glibc as found.
+    allocator: str = "glibc"
 
     def __post_init__(self):
         # ``compile=true`` predates the backend axis: records made with it say backend=compile.
@@ -357,6 +361,11 @@ class Record:
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
                     "lock_sha256", "stack_sha256"):
             row[f"env_{key}"] = self.env.get(key)
+        # process state that moves CPU figures (bench.measure.allocator.process_facts); dicts as JSON
+        for key in ("allocator_env", "allocator_library", "thp", "openmp_runtime", "openmp_env", "cpu_affinity",
+                    "cpu_governor"):
+            value = self.env.get(key)
+            row[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
         for key, value in sorted(self.settings.items()):
             row[f"setting_{key}"] = value
         for key in ("slurm_job_id", "slurm_array_job_id", "slurm_array_task_id", "slurm_node"):

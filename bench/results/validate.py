@@ -58,6 +58,7 @@ ENUMS: Dict[str, tuple] = {
     "config.dtype": ("fp32", "bf16", "fp16", "auto"),
     "config.attn_implementation": ("sdpa", "eager"),
     "config.timing_mode": ("pipelined", "isolated"),
+    "config.allocator": ("glibc", "glibc_held", "tcmalloc", "jemalloc"),  # bench.measure.allocator
 }
 #: Top-level numbers that are durations, sizes, energies or counts: never negative.
 NON_NEGATIVE = ("visual_tokens", "visual_tokens_measured", "encoder_channels", "llm_hidden", "peak_memory_mb",
