@@ -130,13 +130,14 @@ def test_ids_of_records_made_before_the_knob_do_not_change():
     assert held.point_id() != old.point_id()
 
 
-def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
+def _order_run(tmp_path):
     """Order does not matter (issue 33), under the default allocator. One process measures, in
     this order: the encoder-only point first (name=first), the same encoder with Qwen2-0.5B (0.5 B
     parameters built and freed), then both again (name=after: the same ids, in another folder).
     The encoder-only point measured first and after the large LLM, and the Qwen2 point's vision
     stage, agree within compare's noise floor for one run per side; one process, so the drift of a
-    shared machine between the two is seconds, not minutes."""
+    shared machine between the two is seconds, not minutes. Returns (verdict, ratios, why)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     args = ["-m", "sweep=none", "report=false", "count_flops=false", "measure_peak=false", "encoder=tiny_convnext",
             "resolution=512", "preprocess=false", "threads=1", f"results_dir={tmp_path}", "name=first,after",
             "llm=none,qwen2_0.5b", "timing.warmup=3", "timing.min_repeats=10", "timing.max_repeats=40",
@@ -159,6 +160,22 @@ def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
     if (res["regressions"] or res["improvements"]) and busy > 0.25:
         # the records themselves say other processes took the CPUs for over a quarter of a point's
         # iterations (on a shared 2-core machine they then read 13-160 ms): no verdict on order
-        pytest.skip(f"the machine was busy: {busy:.0%} of a point's iterations disturbed (its probes); "
-                    f"ratios {ratios}")
-    assert p.returncode == 0 and res["regressions"] == 0 and res["improvements"] == 0, ratios
+        return "busy", ratios, f"{busy:.0%} of a point's iterations disturbed (its probes)"
+    return ("same" if p.returncode == 0 and res["regressions"] == 0 and res["improvements"] == 0 else "differ"), \
+        ratios, ""
+
+
+def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
+    """The order run above, once more in a fresh folder when the first disagrees: glibc as found
+    reads 0.68 after/first every time (the effect this guards against), while a cold first point
+    in a fresh process was seen once in five runs on a loaded host (17.7 -> 12.5 ms over its first
+    12 iterations, no iteration disturbed: a second cause not yet pinned down, README)."""
+    tries = []
+    for k in range(2):
+        verdict, ratios, why = _order_run(tmp_path / f"try{k}")
+        tries.append((verdict, ratios, why))
+        if verdict == "same":
+            return
+    if all(v == "busy" for v, _, _ in tries):
+        pytest.skip(f"the machine was busy in both tries: {tries}")
+    assert False, f"the point's time depends on what its process measured before: {tries}"

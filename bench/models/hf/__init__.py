@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "hf"
 
