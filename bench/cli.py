@@ -87,6 +87,28 @@ def entry() -> None:
     os._exit(rc)
 
 
+_PY_FORMATWARNING = None
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings (``bench/``) as one line, ``fastvlm-bench: warning: ...``: what happened and
+    why is in the message, and the source line that raised it (``warnings.warn(...)``) is noise to a
+    user. A library's warnings keep Python's format (during a backend's export they go to the
+    library log, bench.models.backends)."""
+    if str(filename).startswith(str(Path(__file__).resolve().parent)):
+        return f"{PROG}: warning: {message}\n"
+    return _PY_FORMATWARNING(message, category, filename, lineno, line)
+
+
+def _one_line_warnings() -> None:
+    import warnings
+
+    global _PY_FORMATWARNING
+    if _PY_FORMATWARNING is None:
+        _PY_FORMATWARNING = warnings.formatwarning
+        warnings.formatwarning = _format_warning
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; SIGTERM, SIGINT and SIGHUP end it with one line and exit 128 + the
     signal's number (:mod:`bench.measure.interrupt`), wherever they land."""
@@ -94,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if argv is None:  # the program itself, not a test calling main() in its own process
         install_run_handlers()
+        _one_line_warnings()
     try:
         rc = _main(argv)
         raise_if_pending_run()

@@ -366,3 +366,22 @@ def test_a_fallback_exporter_has_its_own_cache_key_and_is_said(tmp_path):
     st = rec["backend_info"]["stages"]["projector"]
     assert "dynamo=False" in st["exporter"] and "cannot take this graph" in st["fallback"]
     assert st["cache_key"] != first["cache_key"] and not entry.exists()  # never under the dynamo key
+
+
+def test_our_own_warnings_are_one_line_without_the_source_line(tmp_path):
+    """Issue 29, item 8: a warning of ours (other processes using the CPUs, made real here by two
+    busy processes) prints as ``fastvlm-bench: warning: ...``, not with the ``warnings.warn(...)``
+    source line under it."""
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        p = run_cli(["sweep=none", "encoder=tiny_vit", "llm=none", "resolution=64", "report=false", "timing=quick",
+                     "count_flops=false", "measure_peak=false", f"results_dir={tmp_path}"], cwd=tmp_path)
+    finally:
+        for h in hogs:
+            h.kill()
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "fastvlm-bench: warning: other processes used" in p.stderr, p.stderr[-2000:]
+    assert "warnings.warn(" not in p.stderr and "RuntimeWarning" not in p.stderr, p.stderr[-2000:]
