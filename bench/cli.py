@@ -88,6 +88,9 @@ def entry() -> None:
 
 
 _PY_FORMATWARNING = None
+#: ``fastvlm-bench`` run as the program (``entry``), not ``main(argv)`` called by another program:
+#: only the program may start itself again under another allocator (bench.measure.allocator).
+_PROGRAM = True
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -114,6 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal's number (:mod:`bench.measure.interrupt`), wherever they land."""
     from .measure.interrupt import Interrupted, exit_status, install_run_handlers, raise_if_pending_run
 
+    global _PROGRAM
+    _PROGRAM = argv is None
     if argv is None:  # the program itself, not a test calling main() in its own process
         install_run_handlers()
         _one_line_warnings()
@@ -215,7 +220,7 @@ def _sweep(args: List[str]) -> int:
     from .measure.allocator import AllocatorError, reexec_if_needed
 
     try:  # the allocator is process state: start this process again under it (before torch loads)
-        reexec_if_needed(args)
+        reexec_if_needed(args, restart=_PROGRAM)
     except AllocatorError as exc:
         print(f"fastvlm-bench: error: {exc}", file=sys.stderr)
         return 2

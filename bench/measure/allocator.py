@@ -182,16 +182,44 @@ def _mapped(prefixes: Sequence[str], maps: Sequence[str]) -> Optional[str]:
     return None
 
 
+#: True once :func:`hold_in_process` has set glibc's thresholds with ``mallopt`` in this process.
+_HELD_IN_PROCESS = False
+
+
+def hold_in_process() -> bool:
+    """``glibc_held`` without starting the process again: ``mallopt(M_MMAP_THRESHOLD, 256 MiB)`` and
+    ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``, the settings glibc makes from ``MALLOC_MMAP_THRESHOLD_``
+    and ``MALLOC_TRIM_THRESHOLD_`` at start (either one fixed also ends the dynamic mmap threshold).
+    For a program that registered its own plug-ins (an encoder, a figure) and then calls
+    ``bench.cli.main``: a restart would lose them. The variables are also set in ``os.environ``, so
+    processes it starts hold the same state. Returns whether glibc took both."""
+    global _HELD_IN_PROCESS
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    ok = libc.mallopt(m_mmap_threshold, int(HELD_ENV["MALLOC_MMAP_THRESHOLD_"])) == 1 and \
+        libc.mallopt(m_trim_threshold, int(HELD_ENV["MALLOC_TRIM_THRESHOLD_"])) == 1
+    if ok:
+        _HELD_IN_PROCESS = True
+        os.environ.update(HELD_ENV)
+    return ok
+
+
 def current() -> str:
     """The allocator this process runs under: a preloaded allocator mapped from LD_PRELOAD,
-    else glibc_held when it started with both thresholds at the held values, else glibc."""
+    else glibc_held when it started with both thresholds at the held values (or set them with
+    :func:`hold_in_process`), else glibc."""
     env, maps = _start_environ(), mapped_libraries()
     preload = [os.path.basename(p) for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
     for name in ("tcmalloc", "jemalloc"):
         stems = [n.split(".so")[0] for n in LIBRARY_NAMES[name]]
         if any(b.split(".so")[0] in stems for b in preload) and _mapped(stems, maps):
             return name
-    if all(env.get(k) == v for k, v in HELD_ENV.items()):
+    if _HELD_IN_PROCESS or all(env.get(k) == v for k, v in HELD_ENV.items()):
         return "glibc_held"
     return "glibc"
 
@@ -284,13 +312,25 @@ def requested(args: Sequence[str]) -> str:
 REEXEC_MARK = "FASTVLM_BENCH_ALLOCATOR_REEXEC"
 
 
-def reexec_if_needed(args: Sequence[str]) -> None:
+def reexec_if_needed(args: Sequence[str], restart: bool = True) -> None:
     """Before torch is imported: when this process is not under the allocator the sweep asks for,
-    start it again (same program, same arguments) under it. Raises :class:`AllocatorError`."""
+    start it again (same program, same arguments) under it. Raises :class:`AllocatorError`.
+
+    ``restart=False`` (``bench.cli.main`` called by a program, not run as one): the process keeps
+    what it has registered, so ``glibc_held`` is set in place (:func:`hold_in_process`) and a
+    preloaded allocator, which no running process can take, is one line naming the way to get it."""
     want = requested(args)
     if current() == want:
         os.environ.pop(REEXEC_MARK, None)
         return
+    if not restart:
+        if want == "glibc_held" and hold_in_process():
+            return
+        if want != "glibc":
+            raise AllocatorError(f"allocator={want} must be in place when a process starts; this one was started "
+                                 "by another program (bench.cli.main called from Python): run the fastvlm-bench "
+                                 f"command, or start Python with {json.dumps(wanted_env(want))}")
+        return  # glibc as found: what an embedding program has, recorded as it is
     if os.environ.get(REEXEC_MARK) == want:
         raise AllocatorError(f"allocator={want}: the process started with {json.dumps(wanted_env(want))} "
                              f"but runs under {current()} (did the loader refuse the library?)")
