@@ -285,7 +285,7 @@ def test_resume_report_compare_and_gate_work_on_hf_points(hf_sweep, tmp_path):
     shutil.copytree(src, res / "hf")
     p = run_cli(["-m", *QUICK, "name=hf", f"results_dir={res}", "hf=" + ",".join(map(str, folders)),
                  "resolution=384", "decode_tokens=3"], cwd=tmp_path)
-    assert p.returncode == 0 and p.stderr.count("already measured") == len(FAMILIES), p.stderr[-3000:]
+    assert p.returncode == 0 and (p.stdout + p.stderr).count("already measured") == len(FAMILIES), p.stderr[-3000:]
     p = run_cli(["report", str(res / "hf"), "--out", str(tmp_path / "rep")])
     assert p.returncode == 0, p.stderr[-3000:]
     html = (tmp_path / "rep" / "index.html").read_text()
