@@ -40,7 +40,7 @@ def test_sigterm_during_an_export_or_compile_ends_the_point_every_time(tmp_path,
     moments after the first export began (the first stage's export, the next stages', the load
     and compile): each ends with exit 143, an ``error`` record, and no half-made cache entry."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-    for n, delay in enumerate((0.1, 0.8, 1.6, 2.6, 4.0)):
+    for n, delay in enumerate((0.1, 1.6, 4.0)):  # early in the first export, mid-way, at load/compile
         res = tmp_path / f"r{n}"
         args = [*FAST, "name=sig", f"results_dir={res}", "encoder=tiny_vit", f"backend={backend}",
                 "timing.max_repeats=100000", "timing.max_seconds=60", "timing.min_seconds=60"]
