@@ -201,7 +201,9 @@ def test_tiling_none_keeps_point_ids_and_the_path(tiny_vlm):
                        threads=2).point_id() == "d72f867a8b48"
     assert PointConfig(encoder="vit_l14", resolution=336, llm="qwen2_0.5b", dtype="bf16", device="cuda", tf32=False,
                        cudnn_benchmark=True).point_id() == "8780727f846a"
-    p = resolve_point(BenchConfig(encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), device="cpu", threads=2))
+    # allocator=glibc: the process state the pinned id was measured in (issue 33's default is glibc_held)
+    p = resolve_point(BenchConfig(encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), device="cpu", threads=2,
+                                  allocator="glibc"))
     assert (p.tiling, p.tile_size, p.image_size, p.point_id()) == ("none", None, None, "d72f867a8b48")
     tiled = resolve_point(BenchConfig(encoder=EncoderConf("vit_l14"), llm=LLMConf("qwen2_0.5b"), device="cpu",
                                       resolution=672, tiling=TilingConf("anyres_next")))
