@@ -12,6 +12,9 @@ import pytest
 
 from conftest import run_cli
 
+# serial (tests/conftest.py): e2e = TTFT + decode steps and alternating points are compared in one run; a neighbour's work would distort it.
+pytestmark = pytest.mark.serial
+
 
 def _cfg(tmp_path, encoder="tiny_vit", resolution=64, decode_tokens=8, repeats=12, **kw):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf

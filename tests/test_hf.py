@@ -18,6 +18,9 @@ import pytest
 from conftest import ROOT, run_cli
 from helpers_hf import SHIPPED, two_layer
 
+# serial (tests/conftest.py): stages must sum to TTFT within 5 % in the same iterations; a neighbour's work would distort it.
+pytestmark = pytest.mark.serial
+
 FAMILIES = ("llava_onevision_0.5b", "qwen2_5_vl_3b", "smolvlm_256m", "fastvlm_0.5b", "gemma3_4b")
 QUICK = ["sweep=none", "report=false", "timing=quick", "measure_peak=false"]
 

@@ -25,6 +25,9 @@ from bench.measure.extra_work import extra_work_ms
 from bench.regress.compare import PAIR_NOISE_FLOOR
 from conftest import ROOT, run_cli
 
+# serial (tests/conftest.py): disturbed/interleaved points are judged from times measured in one run; a neighbour's work would distort it.
+pytestmark = pytest.mark.serial
+
 POINT = ["sweep=none", "encoder=tiny_convnext", "llm=qwen2_tiny", "resolution=256", "device=cpu", "threads=1",
          "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=4",
          "timing.turn_seconds=0.3"]

@@ -11,6 +11,9 @@ from bench.measure.timer import StageTimer
 from bench.measure.stats import median_ci, summarize
 from bench.measure.timer import StopRule
 
+# serial (tests/conftest.py): the stopping rule is checked on times it measures; a neighbour's work would distort it.
+pytestmark = pytest.mark.serial
+
 FAST = dict(warmup=1, warmup_seconds=0.0, stable_window=1, min_seconds=0.0)
 
 

@@ -11,7 +11,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT
+
+# serial (tests/conftest.py): two processes take turns and their blocks' times are compared; a neighbour's work would distort it.
+pytestmark = pytest.mark.serial
 
 WORKER = """
 import json, sys, time
