@@ -47,9 +47,19 @@ def results_dir(tmp_path):
     return tmp_path / "results"
 
 
+#: Seconds each slow module took in CI (junit of 2026-12-06, one process). With two workers and
+#: ``--dist loadscope`` a module runs on one worker, in collection order, so the longest go
+#: first (longest-processing-time scheduling): a long module started last would leave the other
+#: worker idle at the end. Unlisted modules count as short; the figures only order, never skip.
+MODULE_SECONDS = {"test_reliability3": 800, "test_store": 500, "test_reliability": 425, "test_sweep_cli": 330,
+                  "test_allocator": 310, "test_hf": 265, "test_slurm": 210, "test_rigor": 180,
+                  "test_tokens": 125, "test_install": 120, "test_lmms_eval_run": 110, "test_read_checks": 90}
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    items.sort(key=lambda it: -MODULE_SECONDS.get(it.module.__name__.rsplit(".", 1)[-1], 0))  # stable
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
