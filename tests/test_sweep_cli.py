@@ -143,7 +143,10 @@ def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
     from bench.measure.scenario import measure_point
 
     cfg = BenchConfig(name="c", encoder=EncoderConf("tiny_vit"), llm=LLMConf("qwen2_tiny"), resolution=32,
-                      device="cpu", compile=True, timing=TimingConf(warmup=1, min_repeats=3),
+                      device="cpu", compile=True,
+                      # exactly 3 timed iterations of milliseconds: a budget-bound loop on a busy host
+                      # (20 s) would outlast the compile it is compared with
+                      timing=TimingConf(warmup=1, min_repeats=3, max_repeats=3, min_seconds=0.0, max_seconds=1.0),
                       results_dir=str(tmp_path))
     rec = measure_point(cfg)
     assert rec.status == "ok", rec.message
