@@ -88,7 +88,7 @@ def _own_docs(cls: type) -> Tuple[Dict[str, str], Dict[str, str]]:
     """The comments of the fields ``cls`` itself defines (not its bases), and each field's
     annotation and default as written: ({name: comment}, {name: "annotation\\0default"})."""
     try:
-        source, first = inspect.getsourcelines(cls)
+        source, _ = inspect.getsourcelines(cls)
     except (OSError, TypeError):
         return {}, {}
     # dedent so the class parses on its own
@@ -101,10 +101,12 @@ def _own_docs(cls: type) -> Tuple[Dict[str, str], Dict[str, str]]:
     names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     docs: Dict[str, List[str]] = {}
     written: Dict[str, str] = {}
-    fields_at: Dict[int, str] = {}
+    fields_at: Dict[int, str] = {}  # first line of a field's statement
+    ends_at: Dict[int, str] = {}  # its last line (where its end-of-line comment is)
     for stmt in node.body:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             fields_at[stmt.lineno] = stmt.target.id
+            ends_at[stmt.end_lineno or stmt.lineno] = stmt.target.id
             ann = ast.get_source_segment(text, stmt.annotation) or ""
             default = ast.get_source_segment(text, stmt.value) if stmt.value is not None else ""
             written[stmt.target.id] = f"{ann}\0{default}"
@@ -134,8 +136,8 @@ def _own_docs(cls: type) -> Tuple[Dict[str, str], Dict[str, str]]:
             if who:
                 docs.setdefault(who, []).append(strip_name(" ".join(block), who, nxt))
             block = []
-        if i in fields_at and i in comments:  # the comment at the end of a field's line
-            name = fields_at[i]
+        if i in ends_at and i in comments:  # the comment at the end of a field's line
+            name = ends_at[i]
             who = owner(comments[i], name) or name
             docs.setdefault(who, []).append(strip_name(comments[i], who, name))
     if block:  # comment lines after the last field
