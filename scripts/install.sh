@@ -22,6 +22,9 @@
 # caps protobuf<7, which every one of their locked releases accepts, so there is no conflict to
 # allow. This script checks that the runtimes import and that protobuf stayed below 7.
 #
+# The lock holds the documentation tools too (the `docs` extra: mkdocs, mkdocs-material), so that
+# `mkdocs build --strict` (.ci/run, tests/test_docs.py) builds the site with the locked versions.
+#
 # Idempotent: when the environment already matches the lock and the project is installed
 # (editable, from this checkout), nothing is installed and the checks take seconds.
 set -euo pipefail
@@ -142,6 +145,8 @@ assert int(google.protobuf.__version__.split(".")[0]) < 7, google.protobuf.__ver
 assert "CPUExecutionProvider" in onnxruntime.get_available_providers()
 print("[install] runtimes: onnxruntime %s, openvino %s, onnx %s (protobuf %s)"
       % (onnxruntime.__version__, openvino.__version__.split("-")[0], onnx.__version__, google.protobuf.__version__))
+import material, mkdocs  # noqa: F401  -- the docs extra: mkdocs build --strict (.ci/run)
+print("[install] docs: mkdocs %s, mkdocs-material %s" % (version("mkdocs"), version("mkdocs-material")))
 from bench.measure.environment import stack_info
 info = stack_info()
 assert info["lock"] == "lock.txt", info

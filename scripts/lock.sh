@@ -5,7 +5,7 @@
 #   bash scripts/lock.sh            # re-resolve to today's newest allowed versions
 #   bash scripts/lock.sh --check    # only re-resolve into a temp folder and show what would move
 #
-# Inputs: pyproject.toml (dependencies + the `test` and `runtimes` extras), constraints/lock.in (torch,
+# Inputs: pyproject.toml (dependencies + the `test`, `runtimes` and `docs` extras), constraints/lock.in (torch,
 # lmms-eval and deliberate caps, each with its reason) and constraints/overrides.txt (the
 # antlr pin Hydra needs, which wins over latex2sympy2's). Outputs: constraints/lock.txt (the
 # full stack: what scripts/install.sh installs) and constraints/lock-base.txt (the package's
@@ -31,7 +31,7 @@ UV="$tools/venv/bin/uv"
 out="constraints"
 [[ $CHECK == 1 ]] && out="$tools/out" && mkdir -p "$out"
 common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --upgrade)
-"$UV" pip compile -q pyproject.toml --extra test --extra runtimes constraints/lock.in --override constraints/overrides.txt \
+"$UV" pip compile -q pyproject.toml --extra test --extra runtimes --extra docs constraints/lock.in --override constraints/overrides.txt \
   "${common[@]}" -o "$out/lock.txt.new"
 "$UV" pip compile -q pyproject.toml -c "$out/lock.txt.new" "${common[@]}" -o "$out/lock-base.txt.new"
 sed -i "s#$out/lock.txt.new#constraints/lock.txt#" "$out/lock-base.txt.new"

@@ -124,5 +124,5 @@ def pytest_configure(config):
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("benchmark") and getattr(item.config, "_fastvlm_skip_benchmarks", False):
-        pytest.skip("a measurement of an open problem, not a pass/fail check (README, \"CPU allocator\"); "
+        pytest.skip("a measurement of an open problem, not a pass/fail check (docs/cpu-allocator.md); "
                     "run with FASTVLM_BENCH_BENCHMARK_TESTS=1")

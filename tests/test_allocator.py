@@ -173,7 +173,7 @@ def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
     """The order run above, once more in a fresh folder when the first disagrees: glibc as found
     reads 0.68 after/first every time (the effect this guards against), while a cold first point
     in a fresh process was seen once in five runs on a loaded host (17.7 -> 12.5 ms over its first
-    12 iterations, no iteration disturbed: a second cause not yet pinned down, README).
+    12 iterations, no iteration disturbed: a second cause not yet pinned down, docs/cpu-allocator.md).
 
     A measurement of that open problem (issue 33), not a pass/fail check, so it is skipped unless
     FASTVLM_BENCH_BENCHMARK_TESTS=1: under the default allocator CI read after/first 0.79 and 0.83

@@ -135,6 +135,9 @@ def test_lock_files_agree_and_pin_the_fixes():
     for name in ("onnx", "onnxscript", "onnxruntime", "openvino"):
         assert canonical_name(name) in full and canonical_name(name) not in base, name
     assert int(full["protobuf"].split(".")[0]) < 7, "wandb (lmms-eval) needs protobuf<7"
+    # the manual's tools (the `docs` extra: mkdocs build --strict in .ci/run) are in the full lock only
+    for name in ("mkdocs", "mkdocs-material"):
+        assert canonical_name(name) in full and canonical_name(name) not in base, name
 
 
 def test_records_know_the_stack(tmp_path):

@@ -129,7 +129,7 @@ def test_nobody_starts_before_the_partner_has_arrived(tmp_path):
 
 
 def test_arrivals_of_finished_processes_do_not_count(tmp_path):
-    """A turn file reused by the next pair (the README's loop): last pair's pids are dead and are
+    """A turn file reused by the next pair (the loop in docs/compare-gate.md): last pair's pids are dead and are
     not partners; with nobody else there the process goes on after the timeout, saying so."""
     turn = tmp_path / "reused.turn"
     for _ in range(2):

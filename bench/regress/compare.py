@@ -33,7 +33,7 @@ sets one value for all):
   show;
 - otherwise (a side holds one run): :data:`SINGLE_RUN_NOISE_FLOOR`. One run's interval covers
   only its own iterations, and on a shared machine the speed of the same process drifts by
-  several percent over tens of seconds (measured: README, "What compare can see"), which no
+  several percent over tens of seconds (measured: docs/compare-gate.md, "What compare can see"), which no
   statistic of one run can see. Interleave the two sides to resolve a few percent.
 
 Improvements symmetrically.

@@ -19,7 +19,7 @@ DEFAULT_NOISE_FLOOR = 0.01  # both sides hold >= 2 runs (or interleaved pairs) o
 #: pairs were flagged; 5 % is about 2.5 sd, plus the pair's own interval.
 PAIR_NOISE_FLOOR = 0.05
 #: A side with a single run: the drift between runs of the same configuration on this
-#: project's 2-core machines (README, "What compare can see").
+#: project's 2-core machines (docs/compare-gate.md, "What compare can see").
 SINGLE_RUN_NOISE_FLOOR = 0.08
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 SECTION = "Latency by memory allocator"
-TEXT = ("Each system under every allocator (allocator=glibc | glibc_held | tcmalloc | jemalloc; README, "
-        "\"CPU allocator\"), each measured by a process started under it. Medians with their 95 % intervals; "
+TEXT = ("Each system under every allocator (allocator=glibc | glibc_held | tcmalloc | jemalloc; the manual's "
+        "page docs/cpu-allocator.md), each measured by a process started under it. Medians with their 95 % intervals; "
         "ratio = this allocator / the default (glibc_held) on the same system, below 1 is faster. Allocators "
         "that were not installed are listed as skipped with the reason.")
 _SYSTEM = ["encoder", "resolution", "llm", "dtype", "device", "threads", "batch_size", "backend"]

@@ -74,21 +74,21 @@ BACKEND_VERSION_KEYS = ("onnxruntime", "openvino", "onnx", "onnxscript")
 class PointConfig:
     """What was measured: the resolved knobs of one sweep point."""
 
-    encoder: str
-    resolution: int
-    llm: str
-    dtype: str
-    device: str
-    batch_size: int = 1
+    encoder: str  # a registered encoder, or hf:<name> on an hf= point
+    resolution: int  # square input in px (with image_size: the image's longer side)
+    llm: str  # a registered LLM; none on an encoder-only point; hf:<name> on an hf= point
+    dtype: str  # fp32 | bf16 | fp16 (auto resolved)
+    device: str  # cpu | cuda | cuda:N (auto resolved)
+    batch_size: int = 1  # images per iteration
     #: the LLM-side knobs (prompt_tokens, attn_implementation, projector) are null on an
     #: encoder-only point (``llm=none``), where no LLM or projector is built
     prompt_tokens: Optional[int] = 32
-    attn_implementation: Optional[str] = "sdpa"
-    compile: bool = False
-    compile_mode: str = "default"
-    preprocess: bool = True
-    threads: Optional[int] = None
-    projector: Optional[str] = "mlp2x_gelu"
+    attn_implementation: Optional[str] = "sdpa"  # sdpa | eager (null on an encoder-only point)
+    compile: bool = False  # torch.compile (compile=true; the same point as backend=compile)
+    compile_mode: str = "default"  # torch.compile's mode
+    preprocess: bool = True  # the preprocess stage is timed (not part of TTFT)
+    threads: Optional[int] = None  # CPU threads for torch (null on a GPU)
+    projector: Optional[str] = "mlp2x_gelu"  # mlp2x_gelu | linear (null on an encoder-only point)
     #: absolute path of the checkpoint folder/file (None: placeholder weights)
     checkpoint: Optional[str] = None
     #: size and mtime of every weights/config file of the checkpoint, hashed: a checkpoint
@@ -100,11 +100,11 @@ class PointConfig:
     #: CUDA backend flags, set explicitly per point (cuDNN's TF32 default would otherwise bias
     #: fp32 conv encoders against fp32 ViTs); recorded as null off CUDA, where they do nothing.
     tf32: Optional[bool] = None
-    cudnn_benchmark: Optional[bool] = None
+    cudnn_benchmark: Optional[bool] = None  # cuDNN picks conv algorithms for the fixed shapes (null off CUDA)
     channels_last: bool = False  # conv encoders in NHWC
     #: Deliberate extra work (N 256x256 fp32 matmuls) inside one stage: a known slowdown.
     extra_work_stage: Optional[str] = None
-    extra_work_matmuls: int = 0
+    extra_work_matmuls: int = 0  # N, the number of those matmuls (0: none)
     #: image-to-token pipeline (bench.models.tiling): none | anyres_next | anyres_max_9
     tiling: str = "none"
     #: tiled points: the tile side in px, the encoder's input (null without tiling)
@@ -115,7 +115,7 @@ class PointConfig:
     #: Token reduction (bench.models.reduction): the method and its typed parameters as
     #: canonical JSON (sorted keys); ``none``/None is today's path and leaves the id unchanged.
     reduction: str = "none"
-    reduction_params: Optional[str] = None
+    reduction_params: Optional[str] = None  # the method's typed parameters as canonical JSON (null for none)
     #: output tokens per answer: the first from prefill, then decode_tokens - 1 decode steps
     #: (0: the first token only)
     decode_tokens: int = 0
@@ -169,29 +169,29 @@ class PointConfig:
 class StageStats:
     """Summary statistics of one timed stage, in milliseconds, with the raw samples kept."""
 
-    median: float
-    mean: float
-    p10: float
-    p90: float
-    iqr: float
-    std: float
-    n: int
-    samples: List[float] = field(default_factory=list)
+    median: float  # median of the samples
+    mean: float  # mean of the samples
+    p10: float  # 10th percentile
+    p90: float  # 90th percentile
+    iqr: float  # interquartile range
+    std: float  # standard deviation
+    n: int  # number of samples (timed iterations; for itl, decode steps)
+    samples: List[float] = field(default_factory=list)  # the raw samples, ms
     #: 95 % distribution-free interval of the median (order statistics), and its half-width
     #: relative to the median; None below 6 samples, where no such interval exists.
     ci_low: Optional[float] = None
-    ci_high: Optional[float] = None
-    ci_rel: Optional[float] = None
+    ci_high: Optional[float] = None  # upper end of that interval
+    ci_rel: Optional[float] = None  # the interval's half-width relative to the median
 
 
 @dataclass
 class Record:
     """One sweep point's outcome. Fields that do not apply are ``None``, never zero."""
 
-    sweep: str
-    config: PointConfig
-    status: str = STATUS_OK
-    message: str = ""
+    sweep: str  # sweep name (the results folder)
+    config: PointConfig  # the point: its resolved knobs (PointConfig, below)
+    status: str = STATUS_OK  # ok | error (the sweep went on) | skipped (impossible resolution, not enough memory)
+    message: str = ""  # the error, or why the point was skipped
     #: Visual tokens that reach the LLM's input (analytic: the encoder's count, after any reduction).
     visual_tokens: Optional[int] = None
     #: With a token reduction: the encoder's own count before it (null without one).
@@ -202,35 +202,35 @@ class Record:
     #: (``reduce``: its own stage's median; ``vision_latency``/``prefill``: measured apart on the
     #: point's tensors, its work alone, since it runs inside that stage).
     reduction_overhead_ms: Optional[float] = None
-    reduction_overhead_in: Optional[str] = None
+    reduction_overhead_in: Optional[str] = None  # the stage the reduction overhead is part of
     #: Visual tokens counted on the real forward pass's output (not the analytical formula).
     visual_tokens_measured: Optional[int] = None
-    encoder_channels: Optional[int] = None
-    llm_hidden: Optional[int] = None
+    encoder_channels: Optional[int] = None  # the encoder's output width
+    llm_hidden: Optional[int] = None  # the LLM's hidden size (null on an encoder-only point)
     #: Tiled points (bench.models.tiling): the tile grid as COLSxROWS, encoder inputs per image
     #: (grid tiles + the base image), tokens per tile, and the grid's features after unpadding
     #: and the anyres_max_N shrink as WxH; tiles x tile_tokens is the papers' count. Null untiled.
     tiling_grid: Optional[str] = None
-    tiles: Optional[int] = None
-    tile_tokens: Optional[int] = None
-    tiling_merged_grid: Optional[str] = None
-    stages: Dict[str, StageStats] = field(default_factory=dict)
+    tiles: Optional[int] = None  # encoder inputs per image: grid tiles + the base image
+    tile_tokens: Optional[int] = None  # tokens per tile
+    tiling_merged_grid: Optional[str] = None  # the grid's features after unpad and shrink, WxH
+    stages: Dict[str, StageStats] = field(default_factory=dict)  # per timed stage: statistics, raw samples
     #: FLOPs per stage for one batch (forward only), counted by torch.utils.flop_counter.
     flops: Dict[str, Optional[float]] = field(default_factory=dict)
     #: Parameter counts per model part (vision, projector, llm).
     params: Dict[str, Optional[int]] = field(default_factory=dict)
-    peak_memory_mb: Optional[float] = None
-    peak_rss_mb: Optional[float] = None
-    energy_per_inference_j: Optional[float] = None
-    avg_power_w: Optional[float] = None
+    peak_memory_mb: Optional[float] = None  # peak device memory over the timed loop (CUDA)
+    peak_rss_mb: Optional[float] = None  # peak RSS of the process over the timed loop
+    energy_per_inference_j: Optional[float] = None  # NVML energy per batch (null where unsupported)
+    avg_power_w: Optional[float] = None  # mean power over the energy loop
     #: Device facts and hygiene (GPU name, driver, clocks, temperatures, other processes).
     device_info: Dict[str, Any] = field(default_factory=dict)
     #: Seconds spent building models, compiling, inside timed regions, and in total.
     build_s: Optional[float] = None
-    compile_s: Optional[float] = None
-    timed_s: Optional[float] = None
+    compile_s: Optional[float] = None  # torch.compile, apart from every timed number
+    timed_s: Optional[float] = None  # time inside timed iterations
     warmup_s: Optional[float] = None  # warm-up iterations (stopping rule, phase 1)
-    wall_s: Optional[float] = None
+    wall_s: Optional[float] = None  # the whole point
     #: Measured device peak (TFLOP/s) used for roofline fractions, when measured.
     device_peak_tflops: Optional[float] = None
     #: The stopping rule's outcome: why the timed loop stopped (target | budget | max_repeats |
@@ -240,26 +240,26 @@ class Record:
     #: The stage whose interval the stopping rule watched: ``timing.target_stage`` (ttft), or
     #: ``vision_latency`` where the pipeline has no prefill (encoder-only points).
     target_stage: Optional[str] = None
-    warmup_iterations: Optional[int] = None
-    warmup_reason: Optional[str] = None
+    warmup_iterations: Optional[int] = None  # warm-up length (iterations)
+    warmup_reason: Optional[str] = None  # why the warm-up ended: stable | max_seconds
     #: Indices of timed iterations that were contended (CPU) or throttled (GPU), and what the
     #: per-iteration probe saw (cpu_util / nivcsw, or SM clock / throttle reasons).
     disturbed_iterations: List[int] = field(default_factory=list)
     #: With ``timing.turns``: how often another process took a turn during this point's
     #: warm-up and timed loop (0: it ran alone; null: not interleaved).
     turns_taken: Optional[int] = None
-    iteration_probes: List[Dict[str, Any]] = field(default_factory=list)
+    iteration_probes: List[Dict[str, Any]] = field(default_factory=list)  # every timed iteration's probe
     #: torch.compile: graphs, graph breaks and recompiles seen while compiling (null eager).
     compile_info: Dict[str, Any] = field(default_factory=dict)
     #: Idle power before the energy loop, and that loop's length (energy_per_inference_j comes
     #: from a dedicated back-to-back loop without preprocessing).
     idle_power_w: Optional[float] = None
-    energy_loop_s: Optional[float] = None
+    energy_loop_s: Optional[float] = None  # the energy loop's length
     #: With decode_tokens: KV-cache bytes of the batch at the end of the answer and bytes one
     #: decode step reads (parameters + KV cache, mean over the steps), both analytic
     #: (bench.models.decode); peak memory is peak_memory_mb / peak_rss_mb, measured.
     kv_cache_bytes: Optional[int] = None
-    decode_bytes_per_step: Optional[float] = None
+    decode_bytes_per_step: Optional[float] = None  # bytes one decode step reads, mean over the steps (analytic)
     #: The point's stages in order, each with what put it there or last replaced how it runs
     #: (``vlm``, a tiling mode, a reduction method, a backend): bench.models.pipeline.
     pipeline: Dict[str, str] = field(default_factory=dict)
@@ -276,9 +276,9 @@ class Record:
     #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
     #: not part of the point id (see POINT_KEYS), recorded so the table says it.
     settings: Dict[str, Any] = field(default_factory=dict)
-    env: Dict[str, Any] = field(default_factory=dict)
-    timestamp: str = ""
-    schema_version: int = SCHEMA_VERSION
+    env: Dict[str, Any] = field(default_factory=dict)  # versions, commit, host, lock, allocator, Slurm job
+    timestamp: str = ""  # when the point was measured
+    schema_version: int = SCHEMA_VERSION  # the schema the record was written with
 
     @property
     def point_id(self) -> str:
@@ -297,7 +297,7 @@ class Record:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def to_row(self) -> Dict[str, Any]:
-        """Flatten to one table row; column names are documented in the README."""
+        """Flatten to one table row; column names are documented in docs/results-schema.md."""
         row: Dict[str, Any] = {"sweep": self.sweep, "point_id": self.point_id}
         row.update(asdict(self.config))
         row.update(status=self.status, message=self.message, visual_tokens=self.visual_tokens,
