@@ -12,7 +12,7 @@ function in its own module:
 - the reduction and the analytic visual tokens: :func:`bench.models.reduction.plan_part`;
 - the backend and its stages: :func:`bench.models.backends.plan_part`;
 - decode and its KV cache: :func:`bench.models.decode.plan_part`;
-- the memory estimate: :func:`bench.models.memory.working_set_bytes`;
+- the memory estimate: :func:`bench.models.memory.plan_part`;
 - a transformers model (``hf=``): :func:`bench.models.hf.plan.plan_part`.
 
 The point (:class:`~bench.results.records.PointConfig`) is the record's identity, resolved as
@@ -32,7 +32,8 @@ from ..models import backends as backend_axis, decode as decode_axis, reduction 
 from ..models import tiling as tiling_axis
 from ..models.reduction.base import to_conf
 from ..models.llms import NO_LLM
-from ..models.memory import WorkingSet, working_set_bytes
+from ..models import memory as memory_axis
+from ..models.memory import WorkingSet
 from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import PointConfig
 from .checkpoint_id import checkpoint_identity
@@ -169,8 +170,8 @@ def resolve_plan(cfg: BenchConfig) -> PointPlan:
         part = tiling_axis.plan_part(point)  # a tiling mode's count: tiles, base image, unpad and newline tokens
         parts.update(image=part.image, tiling=part.plan)
         n = part.plan.tokens if part.plan is not None else enc.num_tokens(point.resolution)
-        parts["reduction"] = reduction_axis.plan_part(point, n, enc,
-                                                 None if llm is None else int(llm.config["num_hidden_layers"]))
+        layers = None if llm is None else int(llm.config["num_hidden_layers"])
+        parts["reduction"] = reduction_axis.plan_part(point, n, enc, layers)
         if cfg.paper_resolutions_only and point.resolution not in enc.paper_resolutions:
             raise InvalidResolutionError(
                 f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
@@ -179,13 +180,7 @@ def resolve_plan(cfg: BenchConfig) -> PointPlan:
         parts["skip"] = str(exc)
     red, plan = parts.get("reduction"), parts.get("tiling")
     if not parts.get("skip"):
-        # a tiled point's encoder runs on its tiles; its LLM gets the merged tokens
-        size = point.tile_size or point.resolution
-        parts["memory"] = working_set_bytes(
-            size, enc.num_tokens(size), enc.channels, None if llm is None else llm.hf_config(point.attn_implementation),
-            point.batch_size, point.prompt_tokens, elem, point.attn_implementation,
-            encoder_inputs=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None,
-            decode_tokens=point.decode_tokens)
+        parts["memory"] = memory_axis.plan_part(point, enc, llm, elem, plan)
     return PointPlan(point=point, device=dev, dtype=dt, threads=threads, run=_run_part(cfg),
                      decode=decode_axis.plan_part(point, llm, elem, red.tokens_to_llm if red else 0),
                      backend=backend_axis.plan_part(point), encoder=enc, llm=llm, **parts)

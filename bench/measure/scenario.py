@@ -1,8 +1,9 @@
 """Measure one sweep point: build the VLM, count FLOPs, time the stages, return a Record.
 
-Data flows one way: config -> build models -> time -> record. Failures of the point itself
-(no memory, an impossible resolution, an error while running) become records with status
-``skipped`` or ``error`` and a message, so a sweep always goes on.
+Data flows one way: config -> plan -> build models -> time -> record. The config is read once,
+into the point's plan (:mod:`bench.measure.plan`); everything here reads the plan. Failures of
+the point itself (no memory, an impossible resolution, an error while running) become records
+with status ``skipped`` or ``error`` and a message, so a sweep always goes on.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
 from .extra_work import extra_work
 from .interrupt import PointInterrupted
-from .plan import (DeviceUnavailableError, PointPlan, measurement_settings, resolve_image,  # noqa: F401
-                   resolve_plan, resolve_point, resolve_threads)
+# the resolvers, re-exported: callers and tests have always imported them from here
+from .plan import DeviceUnavailableError, PointPlan, resolve_plan, resolve_point, resolve_threads  # noqa: F401
 from .stats import step_stages
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
