@@ -22,7 +22,7 @@ One iteration:
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -37,6 +37,9 @@ from .probes import disturbed_iterations, probe_for
 from .stats import step_stages
 from .timer import StageTimer
 from .trackers import MemoryTracker, measure_energy, measure_peak_tflops
+
+if TYPE_CHECKING:
+    from .plan import PointPlan
 
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
@@ -58,7 +61,7 @@ def _count_features(out) -> Optional[int]:
     return None
 
 
-def measure_hf(plan, rec: Record, turns, built=lambda: None) -> None:
+def measure_hf(plan: "PointPlan", rec: Record, turns, built=lambda: None) -> None:
     """Build, check and time ``plan``'s point (an ``hf`` point) into ``rec``; raises for a failed
     point (the caller records it), :class:`InsufficientMemoryError` before allocating. The
     folder, its config and its processor are the plan's (``bench.models.hf.plan``), resolved once."""
@@ -85,7 +88,7 @@ def measure_hf(plan, rec: Record, turns, built=lambda: None) -> None:
 
 
 @torch.inference_mode()
-def _time(plan, rec, model, parts, images, text, counts, build_s, turns) -> None:
+def _time(plan: "PointPlan", rec: Record, model, parts, images, text, counts, build_s, turns) -> None:
     point, dev, run = plan.point, plan.device, plan.run
     config, proc, source = plan.hf.config, plan.hf.processor, plan.hf.source
     dt = next(model.parameters()).dtype

@@ -20,9 +20,9 @@ before, so every existing record keeps its id and is resumed, not re-measured.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import torch
 
@@ -38,6 +38,11 @@ from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import PointConfig
 from .checkpoint_id import checkpoint_identity
 from .turns import allowed_cpus
+
+if TYPE_CHECKING:
+    from ..models.encoders.base import EncoderSpec
+    from ..models.hf.plan import HFPart
+    from ..models.llms import LLMSpec
 
 
 class DeviceUnavailableError(ConfigError):
@@ -83,11 +88,11 @@ class PointPlan:
     tiling: Optional[tiling_axis.TilingPlan] = None  # None untiled
     reduction: Optional[reduction_axis.ReductionPart] = None  # the analytic visual tokens
     backend: Optional[backend_axis.BackendPart] = None
-    encoder: Any = None  # the EncoderSpec
-    llm: Any = None  # the LLMSpec; None for an encoder-only point
+    encoder: Optional["EncoderSpec"] = None
+    llm: Optional["LLMSpec"] = None  # None for an encoder-only point
     memory: Optional[WorkingSet] = None  # one iteration's working set beyond the parameters
     skip: Optional[str] = None
-    hf: Any = None  # bench.models.hf.plan.HFPart
+    hf: Optional["HFPart"] = None
 
     @property
     def pipeline_parts(self) -> Dict[str, Any]:
@@ -116,7 +121,7 @@ def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
 
 
 def _run_part(cfg: BenchConfig) -> RunPart:
-    return RunPart(sweep=cfg.name, settings=measurement_settings(cfg), timing=cfg.timing,
+    return RunPart(sweep=cfg.name, settings=measurement_settings(cfg), timing=replace(cfg.timing),  # a copy
                    count_flops=bool(cfg.count_flops), measure_peak=bool(cfg.measure_peak),
                    memory_headroom=cfg.memory_headroom, exports_dir=Path(cfg.results_dir) / "exports",
                    backend_atol=cfg.backend.atol)
