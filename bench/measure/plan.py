@@ -191,13 +191,21 @@ def resolve_plan(cfg: BenchConfig) -> PointPlan:
                      backend=backend_axis.plan_part(point), encoder=enc, llm=llm, **parts)
 
 
+def _runtime_knobs(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, threads: Optional[int]) -> Dict[str, Any]:
+    """The point keys every point has alike, composed or ``hf=``: how and where it runs."""
+    cuda = dev.type == "cuda"
+    return dict(dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size, preprocess=bool(cfg.preprocess),
+                threads=threads, timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
+                cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None, decode_tokens=int(cfg.decode_tokens),
+                allocator=str(cfg.allocator))
+
+
 def _composed_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, threads: Optional[int]) -> PointConfig:
     """The concrete knobs of a composed point (an encoder, a projector, an LLM)."""
     encoder_only = cfg.llm.name == NO_LLM
     if encoder_only and cfg.checkpoint:
         raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
     ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
-    cuda = dev.type == "cuda"
     backend_name = "compile" if cfg.compile and cfg.backend.name == "eager" else cfg.backend.name
     backend = backend_axis.get_backend(backend_name)
     conf = to_conf(cfg.reduction)
@@ -205,13 +213,9 @@ def _composed_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, thread
     # so they are null in the point (and its id), not the values of parts that were never built.
     resolution, tiling_name, tile_size, image_size = resolve_image(cfg)
     return PointConfig(encoder=cfg.encoder.name, resolution=resolution, llm=cfg.llm.name,
-                       dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                        prompt_tokens=None if encoder_only else cfg.prompt_tokens,
                        attn_implementation=None if encoder_only else str(cfg.attn_implementation),
                        compile=bool(cfg.compile) or backend_name == "compile", compile_mode=cfg.compile_mode,
-                       preprocess=bool(cfg.preprocess), threads=threads,
-                       timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
-                       cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
                        channels_last=bool(cfg.channels_last), projector=None if encoder_only else cfg.projector,
                        checkpoint=ckpt, checkpoint_fingerprint=fingerprint,
                        extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
@@ -220,7 +224,7 @@ def _composed_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, thread
                        backend_options=backend.options(cfg, threads, dtype_name(dt)),
                        tiling=tiling_name, tile_size=tile_size, image_size=image_size,
                        reduction=conf.name, reduction_params=reduction_axis.point_params(conf),
-                       decode_tokens=int(cfg.decode_tokens), allocator=str(cfg.allocator))
+                       **_runtime_knobs(cfg, dev, dt, threads))
 
 
 def _hf_plan(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, threads: Optional[int]) -> PointPlan:
@@ -231,17 +235,12 @@ def _hf_plan(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, threads: Opti
 
     hf = plan_part(cfg.hf, cfg.min_pixels, cfg.max_pixels)
     w, h = tiling_axis.image_wh(int(cfg.resolution), cfg.image_size)
-    cuda = dev.type == "cuda"
     name = hf.source.name
     point = PointConfig(encoder=f"hf:{name}", resolution=max(w, h), llm=f"hf:{name}",
-                        dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
                         prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
-                        preprocess=bool(cfg.preprocess), threads=threads,
-                        timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
-                        cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None, projector=None,
-                        image_size=None if w == h else f"{w}x{h}", decode_tokens=int(cfg.decode_tokens),
+                        projector=None, image_size=None if w == h else f"{w}x{h}",
                         hf=hf.source.key, hf_fingerprint=hf.source.fingerprint, hf_options=hf.options,
-                        allocator=str(cfg.allocator))
+                        **_runtime_knobs(cfg, dev, dt, threads))
     # the sample photo resized to the point's image: the processor decides its tiles or patches
     return PointPlan(point=point, device=dev, dtype=dt, threads=threads, run=_run_part(cfg),
                      decode=decode_axis.plan_part(point, None, 0, 0), image=tiling_axis.ImageSpec(w, h, resize=True),
