@@ -5,6 +5,9 @@ config was resolved into a plan (``bench.measure.plan``; made at commit bcddbf0 
 ``python tests/test_resume_old_results.py OUT`` on that commit's tree). The same commands, run
 again by today's CLI on a copy, must find every point already measured: the ids are computed
 the same way, so nothing is timed again and no record file changes.
+
+The hf= point's id carries the fingerprint of ``bench/data/hf/smolvlm_256m`` (``hf_fingerprint``):
+an edit of that folder makes it a new point by design, and the fixture must then be made again.
 """
 from __future__ import annotations
 
