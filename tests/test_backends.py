@@ -78,10 +78,10 @@ def _entries(tmp_path, backend):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     # 1. every runtime stage exported, loaded, checked against eager: a result
-    rec = measure_point(_cfg(tmp_path, backend))
+    rec = measure_point(resolve_plan(_cfg(tmp_path, backend)))
     assert rec.status == "ok", rec.message
     assert rec.pipeline == {"vision_latency": backend, "projector": backend, "prefill": backend}
     stages = rec.backend_info["stages"]
@@ -95,7 +95,7 @@ def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
     assert rec.stages["vision_latency"].n == 2 and rec.stages["ttft"].median > 0
 
     # 2. the same point again (a resumed or repeated sweep): every export comes from the cache
-    again = measure_point(_cfg(tmp_path, backend))
+    again = measure_point(resolve_plan(_cfg(tmp_path, backend)))
     assert again.status == "ok", again.message
     assert all(st["cached"] and st["export_s"] == 0.0 for st in again.backend_info["stages"].values())
     assert {s: st["cache_key"] for s, st in again.backend_info["stages"].items()} == \
@@ -105,7 +105,7 @@ def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
     entry = _entries(tmp_path, backend)["vision_latency"][0]
     victim = max((p for p in entry.iterdir() if p.name != "manifest.json"), key=lambda p: p.stat().st_size)
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    rebuilt = measure_point(_cfg(tmp_path, backend, stages=["vision_latency"]))
+    rebuilt = measure_point(resolve_plan(_cfg(tmp_path, backend, stages=["vision_latency"])))
     assert rebuilt.status == "ok", rebuilt.message
     vis = rebuilt.backend_info["stages"]["vision_latency"]
     assert vis["cached"] is False and victim.name in vis["rebuilt"] and "bytes" in vis["rebuilt"]
@@ -121,7 +121,7 @@ def test_runtime_checked_cached_rebuilt_and_broken_export(tmp_path, backend):
     shutil.copytree(proj_dir, vis_dir)
     man = json.loads((vis_dir / "manifest.json").read_text())
     (vis_dir / "manifest.json").write_text(json.dumps(dict(man, key=vis["cache_key"], stage="vision_latency")))
-    broken = measure_point(_cfg(tmp_path, backend, stages=["vision_latency"]))
+    broken = measure_point(resolve_plan(_cfg(tmp_path, backend, stages=["vision_latency"])))
     assert broken.status == "error"
     assert broken.message.startswith(f"BackendError: {backend} vision_latency: the exported graph takes inputs of shape "
                                      "(1, 4, 128) but the stage gets (1, 3, 64, 64)"), broken.message

@@ -45,12 +45,12 @@ def test_events_on_the_target_device_not_the_current_one():
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_point_end_to_end_on_gpu(dtype, tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     cfg = BenchConfig(name="cuda", encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), resolution=1024,
                       device="cuda", dtype=dtype, timing=TimingConf(warmup=2, min_repeats=6, max_seconds=10),
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "ok", rec.message
     assert rec.visual_tokens == 256 and rec.config.dtype == dtype
     assert rec.peak_memory_mb and rec.peak_memory_mb > 0
@@ -80,12 +80,12 @@ def test_7b_materialises_on_gpu_in_seconds_without_cpu_copy():
 
 def test_compile_time_recorded_apart(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     cfg = BenchConfig(name="cuda", encoder=EncoderConf("fastvithd"), llm=LLMConf("qwen2_0.5b"), resolution=512,
                       device="cuda", dtype="bf16", compile=True, timing=TimingConf(warmup=2, min_repeats=6, max_seconds=10),
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "ok", rec.message
     assert rec.compile_s and rec.compile_s > 0
     assert rec.compile_info["unique_graphs"] >= 1 and rec.compile_info["recompiles"] == 0

@@ -31,9 +31,9 @@ def _cfg(tmp_path, encoder="tiny_vit", resolution=64, decode_tokens=8, repeats=1
 @pytest.fixture(scope="module")
 def decoded(tmp_path_factory):
     """One point with 8 output tokens (7 decode steps) and 12 timed iterations."""
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
-    rec = measure_point(_cfg(tmp_path_factory.mktemp("dec"), count_flops=True))
+    rec = measure_point(resolve_plan(_cfg(tmp_path_factory.mktemp("dec"), count_flops=True)))
     assert rec.status == "ok", rec.message
     return rec
 
@@ -61,7 +61,7 @@ def test_timer_steps_sum_to_their_stage_and_end_spans():
 
 
 def test_decode_tokens_zero_keeps_todays_records_and_ids(tmp_path):
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
     from bench.results.records import POINT_KEYS, PointConfig
 
     a = PointConfig("tiny_vit", 64, "qwen2_tiny", "fp32", "cpu")
@@ -71,7 +71,7 @@ def test_decode_tokens_zero_keeps_todays_records_and_ids(tmp_path):
     before = hashlib.sha1(json.dumps({k: getattr(a, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:12]
     assert a.point_id() == before  # the id of a point measured before decode_tokens existed
     assert dataclasses.replace(a, decode_tokens=16).point_id() != before
-    rec = measure_point(_cfg(tmp_path, decode_tokens=0, repeats=2, count_flops=False, preprocess=True))
+    rec = measure_point(resolve_plan(_cfg(tmp_path, decode_tokens=0, repeats=2, count_flops=False, preprocess=True)))
     assert rec.status == "ok", rec.message
     assert set(rec.stages) == {"preprocess", "vision_latency", "projector", "prefill", "ttft"}
     assert list(rec.pipeline) == ["vision_latency", "projector", "prefill"]

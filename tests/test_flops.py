@@ -73,12 +73,12 @@ def test_points_in_one_process_share_a_prefill_count_only_for_equal_shapes(tmp_p
     64 px and tiny_convnext at 128 px both give 16 tokens and share it; another prompt length or LLM
     is counted anew (the formula's sequence length is tokens + prompt)."""
     from bench.config import BenchConfig, EncoderConf, LLMConf, QUICK_TIMING
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     def prefill_flops(encoder, llm="qwen2_tiny", prompt=32, res=64):
         cfg = BenchConfig(name="f", encoder=EncoderConf(encoder), llm=LLMConf(llm), resolution=res, device="cpu",
                           prompt_tokens=prompt, timing=QUICK_TIMING, measure_peak=False, results_dir=str(tmp_path))
-        rec = measure_point(cfg)
+        rec = measure_point(resolve_plan(cfg))
         assert rec.status == "ok", rec.message
         assert rec.visual_tokens == 16
         return rec.flops["prefill"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench.config import BenchConfig, ConfigError, EncoderConf, LLMConf, validate
-from bench.measure.scenario import _count_stage_flops, _visual_tokens, resolve_point
+from bench.measure.plan import resolve_plan, resolve_point
+from bench.measure.scenario import _count_stage_flops, _write_tokens
 from bench.models import build_vlm, get_encoder_spec
 from bench.models.pipeline import Flow, build_pipeline
 from bench.models.reduction import REDUCTIONS, point_params
@@ -44,10 +45,11 @@ def _run(tiny, red):
     vlm.llm = vlm0.llm
     cfg = _cfg(red)
     validate(cfg)
-    point = resolve_point(cfg)
+    plan = resolve_plan(cfg)
+    point = plan.point
     rec = Record(sweep="t", config=point)
-    _visual_tokens(point, rec, get_encoder_spec("tiny_vit"))
-    pipe = build_pipeline(vlm, point)
+    _write_tokens(plan, rec)
+    pipe = build_pipeline(vlm, point, plan.pipeline_parts)
     with torch.inference_mode():
         flow = pipe(Flow(pixels, ids))
         flops = _count_stage_flops(point, pipe, Flow(pixels, ids))

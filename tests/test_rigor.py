@@ -138,7 +138,7 @@ def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path):
     the gate now checks the count measured on the forward pass and fails."""
     from bench.cli import main as cli_main
     from bench.config import BenchConfig, EncoderConf, LLMConf, QUICK_TIMING
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
     from bench.models.encoders import ENCODERS, get_encoder_spec
     from bench.results.store import ResultsStore
 
@@ -149,7 +149,7 @@ def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path):
     cfg = BenchConfig(name="wrong", encoder=EncoderConf(wrong.name), llm=LLMConf("qwen2_tiny"), resolution=128,
                       device="cpu", timing=dataclasses.replace(QUICK_TIMING), count_flops=False, measure_peak=False,
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "ok", rec.message
     assert rec.visual_tokens == 4 * rec.visual_tokens_measured  # the formula is wrong, the model is not
     store = ResultsStore(tmp_path / "wrong")
@@ -221,7 +221,7 @@ def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path)
     from torch import nn
 
     from bench.config import BenchConfig, EncoderConf, LLMConf, QUICK_TIMING
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
     from bench.models.encoders import ENCODERS, EncoderSpec, register_encoder
 
     class _Overflow(nn.Module):
@@ -240,7 +240,7 @@ def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path)
     cfg = BenchConfig(name="overflow", encoder=EncoderConf(name), llm=LLMConf("qwen2_tiny"), resolution=64,
                       device="cpu", timing=dataclasses.replace(QUICK_TIMING), count_flops=False, measure_peak=False,
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "error", rec.status
     assert "non-finite values in visual_tokens on the first warm-up iteration" in rec.message, rec.message
     assert not rec.stages  # nothing was timed

@@ -140,7 +140,7 @@ def test_sigterm_ends_a_local_sweep_at_once_and_the_same_command_resumes_it(resu
 
 def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     cfg = BenchConfig(name="c", encoder=EncoderConf("tiny_vit"), llm=LLMConf("qwen2_tiny"), resolution=32,
                       device="cpu", compile=True,
@@ -148,7 +148,7 @@ def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
                       # (20 s) would outlast the compile it is compared with
                       timing=TimingConf(warmup=1, min_repeats=3, max_repeats=3, min_seconds=0.0, max_seconds=1.0),
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "ok", rec.message
     assert rec.config.compile and rec.compile_s > 0
     assert rec.timed_s < rec.compile_s  # compiling happened before, not inside, the timed loop
@@ -156,12 +156,12 @@ def test_torch_compile_on_cpu_records_compile_time_apart(tmp_path):
 
 def test_batch_size_two_reports_throughput(tmp_path):
     from bench.config import BenchConfig, EncoderConf, LLMConf, TimingConf
-    from bench.measure.scenario import measure_point
+    from bench.measure.scenario import measure_point, resolve_plan
 
     cfg = BenchConfig(name="b", encoder=EncoderConf("tiny_convnext"), llm=LLMConf("llama_tiny"), resolution=64,
                       device="cpu", batch_size=2, timing=TimingConf(warmup=1, min_repeats=3),
                       results_dir=str(tmp_path))
-    rec = measure_point(cfg)
+    rec = measure_point(resolve_plan(cfg))
     assert rec.status == "ok", rec.message
     row = rec.to_row()
     assert row["batch_size"] == 2

@@ -348,10 +348,9 @@ def hf_config_key(model: str, args: Dict[str, str]) -> Optional[Tuple[str, int, 
     pretrained = args.get("pretrained")
     if model not in LMMS_HF_MODELS or not pretrained:
         return None
-    from ..models.hf import SHIPPED_DIR, shipped_names
+    from ..models.hf import shipped_meta
 
-    for name in shipped_names():
-        meta = json.loads((SHIPPED_DIR / name / "fastvlm_bench.json").read_text())
+    for name, meta in shipped_meta().items():
         if str(meta.get("source", "")).split(" ")[0] == pretrained:
             return f"hf:{name}", ANY_RESOLUTION, f"hf:{name}"
     p = Path(pretrained).expanduser()

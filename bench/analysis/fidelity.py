@@ -13,7 +13,6 @@ the ratio hf / ours of the medians with the same hierarchical-bootstrap interval
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -30,14 +29,9 @@ BAND = (0.9, 1.1)
 
 def shipped_pairs() -> Dict[str, Dict[str, Any]]:
     """Shipped name -> its ``fastvlm_bench.json`` where it names a composed counterpart."""
-    from ..models.hf import SHIPPED_DIR, shipped_names
+    from ..models.hf import shipped_meta
 
-    out = {}
-    for name in shipped_names():
-        meta = json.loads((SHIPPED_DIR / name / "fastvlm_bench.json").read_text())
-        if meta.get("composed"):
-            out[name] = meta
-    return out
+    return {name: meta for name, meta in shipped_meta().items() if meta.get("composed")}
 
 
 def _same(a, b) -> bool:

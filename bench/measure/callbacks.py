@@ -86,7 +86,7 @@ class ValidateCallback(Callback):
 
                 checkpoint_identity(str(ckpt))
             if "device" not in swept and _GRID_SIZE == 1:
-                from .scenario import DeviceUnavailableError
+                from .plan import DeviceUnavailableError
                 from ..models.vlm import resolve_device
 
                 try:

@@ -22,42 +22,27 @@ One iteration:
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from ..config import BenchConfig
-from ..models.hf import HFSourceError, image_token_id, resolve_source
-from ..models.hf.inputs import load_processor, make_inputs, prompt_text, token_counts
+from ..models.hf import image_token_id
+from ..models.hf.inputs import make_inputs, prompt_text, token_counts
 from ..models.hf.model import build_model, kv_bytes_per_token
 from ..models.hf.stages import StageHooks
-from ..models.vlm import InsufficientMemoryError, available_memory_bytes, resolve_dtype
-from ..results.records import PointConfig, Record
+from ..models.vlm import InsufficientMemoryError, available_memory_bytes
+from ..results.records import Record
 from .flops import count_flops_by_module
 from .probes import disturbed_iterations, probe_for
 from .stats import step_stages
 from .timer import StageTimer
 from .trackers import MemoryTracker, measure_energy, measure_peak_tflops
 
+if TYPE_CHECKING:
+    from .plan import PointPlan
+
 log = logging.getLogger("fastvlm_bench")
 _PEAK_CACHE: dict = {}
-
-
-def image_of(point: PointConfig):
-    """The sample photo resized to the point's image: ``resolution`` square, or ``image_size``."""
-    from PIL import Image
-
-    from ..models.preprocess import load_sample_image
-
-    w, h = (map(int, point.image_size.split("x")) if point.image_size else (point.resolution, point.resolution))
-    return load_sample_image().convert("RGB").resize((w, h), Image.BICUBIC), (w, h)
-
-
-def hf_options(point: PointConfig) -> Dict[str, int]:
-    """``min_pixels=..,max_pixels=..`` of the point id back as a dict."""
-    if not point.hf_options:
-        return {}
-    return {k: int(v) for k, v in (kv.split("=") for kv in point.hf_options.split(","))}
 
 
 def _count_features(out) -> Optional[int]:
@@ -76,37 +61,36 @@ def _count_features(out) -> Optional[int]:
     return None
 
 
-def measure_hf(cfg: BenchConfig, point: PointConfig, rec: Record, turns, built=lambda: None) -> None:
-    """Build, check and time ``point`` (an ``hf`` point) into ``rec``; raises for a failed point
-    (the caller records it), :class:`InsufficientMemoryError` before allocating."""
-    dev = torch.device(point.device)
-    dt = resolve_dtype(point.dtype, dev)
-    source = resolve_source(point.hf)
-    opts = hf_options(point)
-    proc = load_processor(source, opts.get("min_pixels"), opts.get("max_pixels"))
-    image, wh = image_of(point)
-    images = [image] * point.batch_size
-    text = prompt_text(source, proc, point.prompt_tokens)
-    from transformers import AutoConfig
+def measure_hf(plan: "PointPlan", rec: Record, turns, built=lambda: None) -> None:
+    """Build, check and time ``plan``'s point (an ``hf`` point) into ``rec``; raises for a failed
+    point (the caller records it), :class:`InsufficientMemoryError` before allocating. The
+    folder, its config and its processor are the plan's (``bench.models.hf.plan``), resolved once."""
+    from ..models.preprocess import load_sample_image
 
-    config = AutoConfig.from_pretrained(str(source.folder), local_files_only=True)
-    inputs = make_inputs(proc, images, text, torch.device("cpu"), dt)
-    counts = token_counts(proc, inputs, image_token_id(config), wh)
+    point, dev, dt, hf = plan.point, plan.device, plan.dtype, plan.hf
+    image = plan.image.load(load_sample_image().convert("RGB"))
+    wh = (plan.image.width, plan.image.height)
+    images = [image] * point.batch_size
+    text = prompt_text(hf.source, hf.processor, point.prompt_tokens)
+    inputs = make_inputs(hf.processor, images, text, torch.device("cpu"), dt)
+    counts = token_counts(hf.processor, inputs, image_token_id(hf.config), wh)
     rec.visual_tokens = counts["placeholders"]
-    seq = counts["sequence_tokens"] + max(point.decode_tokens - 1, 0)
-    model, config, parts, build_s = build_model(source, dev, dt, point.attn_implementation or "sdpa",
-                                                available_memory_bytes(dev), cfg.memory_headroom, seq,
-                                                point.batch_size, InsufficientMemoryError)
+    seq = counts["sequence_tokens"] + plan.decode.steps
+    model, config, parts, build_s = build_model(hf.source, dev, dt, point.attn_implementation or "sdpa",
+                                                available_memory_bytes(dev), plan.run.memory_headroom, seq,
+                                                point.batch_size, InsufficientMemoryError,
+                                                checked=(hf.config, hf.model_class))
     built()
     try:
-        _time(cfg, point, rec, model, config, parts, proc, images, text, source, counts, build_s, turns)
+        _time(plan, rec, model, parts, images, text, counts, build_s, turns)
     finally:
         del model
 
 
 @torch.inference_mode()
-def _time(cfg, point, rec, model, config, parts, proc, images, text, source, counts, build_s, turns) -> None:
-    dev = torch.device(point.device)
+def _time(plan: "PointPlan", rec: Record, model, parts, images, text, counts, build_s, turns) -> None:
+    point, dev, run = plan.point, plan.device, plan.run
+    config, proc, source = plan.hf.config, plan.hf.processor, plan.hf.source
     dt = next(model.parameters()).dtype
     rec.build_s = build_s
     rec.params = parts.counts(model)
@@ -121,18 +105,18 @@ def _time(cfg, point, rec, model, config, parts, proc, images, text, source, cou
              build_s)
     inputs = make_inputs(proc, images, text, dev, dt)
     rec.hf_info["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
-    steps = max(point.decode_tokens - 1, 0)
+    steps = plan.decode.steps
     rec.kv_cache_bytes = (point.batch_size * (counts["sequence_tokens"] + steps)
                           * kv_bytes_per_token(config, torch.empty((), dtype=dt).element_size())) if steps else None
 
     def forward(inp):
         return model(**inp, use_cache=True, logits_to_keep=1)
 
-    if cfg.count_flops:  # once, untimed; real tensors (the models' placeholder checks read values)
+    if run.count_flops:  # once, untimed; real tensors (the models' placeholder checks read values)
         rec.flops = count_flops_by_module(lambda: forward(inputs), model, {
             "vision_latency": parts.vision, "projector": parts.projector, "prefill": parts.language_model},
             exclusive={"vision_latency": "projector"} if parts.projector_in_vision else {})
-    if cfg.measure_peak:
+    if run.measure_peak:
         key = (str(dev), dt, point.threads)
         if key not in _PEAK_CACHE:
             _PEAK_CACHE[key] = measure_peak_tflops(dev, dt)
@@ -182,7 +166,7 @@ def _time(cfg, point, rec, model, config, parts, proc, images, text, source, cou
                             rec.visual_tokens_measured, rec.visual_tokens)
             checked.append(True)
 
-    rule = cfg.timing
+    rule = run.timing
     rec.target_stage = rule.target_stage
     try:
         with MemoryTracker(dev) as mem:
@@ -191,7 +175,7 @@ def _time(cfg, point, rec, model, config, parts, proc, images, text, source, cou
             energy = measure_energy(dev, lambda: forward(inputs))
     finally:
         hooks.remove()
-    rec.stages = {**result.stages, **step_stages(result.steps.get("decode", []), cfg.timing.confidence)}
+    rec.stages = {**result.stages, **step_stages(result.steps.get("decode", []), run.timing.confidence)}
     rec.pipeline = {s: "hf" for s in ("vision_latency", "projector", "merge", "prefill") if s in rec.stages}
     if steps:
         rec.pipeline["decode"] = "hf"
@@ -213,19 +197,3 @@ def _layers(vc) -> Optional[int]:
         if isinstance(v, int):
             return v
     return None
-
-
-def check_source(value: str, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
-    """For :func:`bench.measure.scenario.resolve_point`: the source, or a one-line error (before
-    anything is built): a folder that cannot be a point, or pixel bounds its processor lacks."""
-    from ..config import ConfigError
-    from ..models.hf import check_config
-
-    try:
-        source = resolve_source(value)
-        check_config(source)
-        if min_pixels or max_pixels:
-            load_processor(source, min_pixels, max_pixels)
-    except (HFSourceError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-    return source

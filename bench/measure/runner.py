@@ -86,20 +86,22 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     the same folder skips a point another live process is measuring, rather than timing it
     at the same time on a shared machine and overwriting the first one's record.
     """
-    from .scenario import DeviceUnavailableError, measure_point, resolve_point
+    from .plan import DeviceUnavailableError, resolve_plan
+    from .scenario import measure_point
 
     validate(cfg)
     check_results_dir(cfg)
     for text in unusual(cfg):
         log.warning("unusual setting: %s", text)
     try:
-        point = resolve_point(cfg)
+        plan = resolve_plan(cfg)  # the config's one reading: the measurement reads the plan
     except DeviceUnavailableError as exc:
         if not in_grid:
             raise
         # not recorded: another machine sharing this folder may have the device
         log.warning("skipped (not recorded): %s@%spx + %s: %s", cfg.encoder.name, cfg.resolution, cfg.llm.name, exc)
         return {"point_id": None, "status": STATUS_UNAVAILABLE, "resumed": False, "message": str(exc)}
+    point = plan.point
     store = ResultsStore(Path(cfg.results_dir) / cfg.name)
     pid = point.point_id()
     if not cfg.force and store.is_done(pid) and not now_installed(store.get(pid)):
@@ -124,7 +126,7 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
             return {"point_id": pid, "status": rec.status, "resumed": True}
         try:
             with interrupt_on_signals():
-                rec = measure_point(cfg, point)
+                rec = measure_point(plan)
         except PointInterrupted as exc:
             _record_interruption(cfg, point, store, exc)
             raise

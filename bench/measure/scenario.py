@@ -1,8 +1,9 @@
 """Measure one sweep point: build the VLM, count FLOPs, time the stages, return a Record.
 
-Data flows one way: config -> build models -> time -> record. Failures of the point itself
-(no memory, an impossible resolution, an error while running) become records with status
-``skipped`` or ``error`` and a message, so a sweep always goes on.
+Data flows one way: config -> plan -> build models -> time -> record. The config is read once,
+into the point's plan (:mod:`bench.measure.plan`); everything here reads the plan. Failures of
+the point itself (no memory, an impossible resolution, an error while running) become records
+with status ``skipped`` or ``error`` and a message, so a sweep always goes on.
 """
 from __future__ import annotations
 
@@ -10,31 +11,24 @@ import datetime as _dt
 import logging
 import time
 import traceback
-from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 
-from ..config import BenchConfig, ConfigError, validate
 from .environment import environment
-from ..models import InsufficientMemoryError, InvalidResolutionError, build_vlm, get_encoder_spec, get_llm_spec
-from ..models.decode import decode_bytes_per_step, kv_cache_bytes
-from ..models.backends import get_backend
-from ..models.llms import NO_LLM
+from ..models import InsufficientMemoryError, build_vlm
+from ..models.decode import decode_bytes_per_step
 from ..models.pipeline import Flow, Pipeline, build_pipeline, end_to_end, target_stage
-from ..models.tiling import plan_for, source_image
-from ..models.reduction import NONE, method_of, point_params
-from ..models.reduction.base import to_conf
-from ..models.vlm import dtype_name, resolve_device, resolve_dtype
 from ..results.records import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, PointConfig, Record
-from .checkpoint_id import checkpoint_identity
 from .extra_work import extra_work
 from .interrupt import PointInterrupted
+# the resolvers, re-exported: callers and tests have always imported them from here
+from .plan import DeviceUnavailableError, PointPlan, resolve_plan, resolve_point, resolve_threads  # noqa: F401
 from .stats import step_stages
 from .timer import StageTimer, freeze_long_lived_objects
 from .flops import count_flops
 from .probes import disturbed_iterations, probe_for
-from .turns import Turns, allowed_cpus, held, pin_to_first_cpus
+from .turns import Turns, held, pin_to_first_cpus
 from .trackers import (MemoryTracker, OtherCpuUse, device_info, measure_copy_gbps, measure_energy,
                        measure_peak_tflops, nvml_snapshot, warn_if_cpus_busy)
 
@@ -47,111 +41,13 @@ _COPY_CACHE: dict = {}  # (device, threads) -> copy GB/s; on a CPU measured only
 _PREFILL_FLOPS: dict = {}
 
 
-class DeviceUnavailableError(ConfigError):
-    """The asked-for device does not exist here (``device=cuda`` without a GPU).
-
-    A config error for a single run; inside a grid the point is reported as skipped and not
-    recorded, because another machine sharing the results folder may well have the device.
-    """
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def resolve_point(cfg: BenchConfig) -> PointConfig:
-    """The concrete knobs (auto device/dtype/threads resolved) that identify the point.
-
-    Raises :class:`ConfigError` (nothing built yet) for a device torch does not have and a
-    checkpoint that is not there.
-    """
-    try:
-        dev = resolve_device(cfg.device)
-    except ValueError as exc:
-        raise DeviceUnavailableError(str(exc)) from None
-    dt = resolve_dtype(str(cfg.dtype), dev)
-    cuda = dev.type == "cuda"
-    if cfg.hf:
-        return _resolve_hf_point(cfg, dev, dt)
-    encoder_only = cfg.llm.name == NO_LLM
-    if encoder_only and cfg.checkpoint:
-        raise ConfigError("llm=none (encoder only) cannot take a checkpoint: a LLaVA checkpoint needs its LLM")
-    ckpt, fingerprint = checkpoint_identity(cfg.checkpoint)
-    threads = None if cuda else resolve_threads(cfg.threads)
-    backend_name = "compile" if cfg.compile and cfg.backend.name == "eager" else cfg.backend.name
-    backend = get_backend(backend_name)
-    reduction = to_conf(cfg.reduction)
-    # Encoder only: the LLM-side knobs (projector, prompt, attention) change nothing that runs,
-    # so they are null in the point (and its id), not the values of parts that were never built.
-    resolution, tiling, tile_size, image_size = resolve_image(cfg)
-    return PointConfig(encoder=cfg.encoder.name, resolution=resolution, llm=cfg.llm.name,
-                       dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
-                       prompt_tokens=None if encoder_only else cfg.prompt_tokens,
-                       attn_implementation=None if encoder_only else str(cfg.attn_implementation),
-                       compile=bool(cfg.compile) or backend_name == "compile", compile_mode=cfg.compile_mode,
-                       preprocess=bool(cfg.preprocess), threads=threads,
-                       timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
-                       cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None,
-                       channels_last=bool(cfg.channels_last), projector=None if encoder_only else cfg.projector,
-                       checkpoint=ckpt,
-                       checkpoint_fingerprint=fingerprint,
-                       extra_work_stage=cfg.extra_work_stage if cfg.extra_work_matmuls else None,
-                       extra_work_matmuls=int(cfg.extra_work_matmuls) if cfg.extra_work_stage else 0,
-                       backend=backend_name, backend_stages=backend.stages(cfg),
-                       backend_options=backend.options(cfg, threads, dtype_name(dt)),
-                       tiling=tiling, tile_size=tile_size, image_size=image_size,
-                       reduction=reduction.name, reduction_params=point_params(reduction),
-                       decode_tokens=int(cfg.decode_tokens), allocator=str(cfg.allocator))
-
-
-def _resolve_hf_point(cfg: BenchConfig, dev: torch.device, dt: torch.dtype) -> PointConfig:
-    """An ``hf=`` point: the folder checked (one line and exit 2 when it cannot be a point), the
-    image as ``resolution`` square or ``image_size``; ``encoder``/``llm`` name the model."""
-    from ..models.tiling import image_wh
-    from .hf_point import check_source
-
-    source = check_source(cfg.hf, cfg.min_pixels, cfg.max_pixels)
-    w, h = image_wh(int(cfg.resolution), cfg.image_size)
-    opts = ",".join(f"{k}={getattr(cfg, k)}" for k in ("max_pixels", "min_pixels") if getattr(cfg, k))
-    cuda = dev.type == "cuda"
-    return PointConfig(encoder=f"hf:{source.name}", resolution=max(w, h), llm=f"hf:{source.name}",
-                       dtype=dtype_name(dt), device=str(dev), batch_size=cfg.batch_size,
-                       prompt_tokens=cfg.prompt_tokens, attn_implementation=str(cfg.attn_implementation),
-                       preprocess=bool(cfg.preprocess), threads=None if cuda else resolve_threads(cfg.threads),
-                       timing_mode=str(cfg.timing.mode), tf32=bool(cfg.tf32) if cuda else None,
-                       cudnn_benchmark=bool(cfg.cudnn_benchmark) if cuda else None, projector=None,
-                       image_size=None if w == h else f"{w}x{h}", decode_tokens=int(cfg.decode_tokens),
-                       hf=source.key, hf_fingerprint=source.fingerprint, hf_options=opts or None,
-                       allocator=str(cfg.allocator))
-
-
-def resolve_image(cfg: BenchConfig) -> Tuple[int, str, Optional[int], Optional[str]]:
-    """``(resolution, tiling, tile_size, image_size)`` of a point.
-
-    Without tiling: ``(resolution, "none", None, None)``, as before. With tiling, the tile size
-    is ``tiling.tile`` or the encoder's native input size (None when it has none: the point is
-    then skipped with the reason), and ``image_size`` is resolved to ``WxH`` (``photo`` to the
-    photo's own size) with ``resolution`` its longer side; a square image of ``resolution``
-    px is recorded as ``image_size`` null, so ``image_size=1152x1152`` is the point
-    ``resolution=1152``.
-    """
-    from ..models.tiling import image_wh
-
-    tiling = str(cfg.tiling.name)
-    if tiling == "none":
-        return int(cfg.resolution), tiling, None, None
-    tile = cfg.tiling.tile or get_encoder_spec(cfg.encoder.name).native_resolution
-    w, h = image_wh(int(cfg.resolution), cfg.image_size)
-    return max(w, h), tiling, (int(tile) if tile else None), (None if w == h else f"{w}x{h}")
-
-
-def resolve_threads(threads: Optional[int]) -> int:
-    """The configured thread count, else the cores this process may run on: never whatever
-    ``torch.get_num_threads()`` says, which is the previous point's setting."""
-    if threads:
-        return int(threads)
-    return len(allowed_cpus())
-
-
-def configure_backends(point: PointConfig) -> None:
+def configure_backends(plan: PointPlan) -> None:
     """Set every backend flag that changes a measurement explicitly for this point."""
-    dev = torch.device(point.device)
+    point, dev = plan.point, plan.device
     if dev.type == "cpu":
         torch.set_num_threads(point.threads)
         torch.set_flush_denormal(True)
@@ -162,55 +58,32 @@ def configure_backends(point: PointConfig) -> None:
         torch.backends.cudnn.benchmark = bool(point.cudnn_benchmark)
 
 
-def measurement_settings(cfg: BenchConfig) -> Dict[str, Any]:
-    """The knobs that change how thoroughly a point is measured, not what (see POINT_KEYS)."""
-    from dataclasses import asdict
+def measure_point(plan: PointPlan) -> Record:
+    """Run one point end to end and return its record (never raises for point failures).
 
-    out = {f"timing_{k}": v for k, v in asdict(cfg.timing).items() if k != "mode"}  # mode is in the id
-    out.update(count_flops=bool(cfg.count_flops), measure_peak=bool(cfg.measure_peak),
-               memory_headroom=cfg.memory_headroom)
-    if cfg.batch_ladder:  # only where set: today's records keep their settings
-        out["batch_ladder"] = True
-    if cfg.paper_resolutions_only:  # only said where set: older tables keep their columns
-        out["paper_resolutions_only"] = True
-    return out
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Record:
-    """Run one point end to end and return its record (never raises for point failures)."""
-    validate(cfg)
+    ``plan`` (:func:`~bench.measure.plan.resolve_plan`) is all it reads: the config was read
+    there, once."""
     t_start = time.perf_counter()
-    point = point or resolve_point(cfg)
-    dev = torch.device(point.device)
-    configure_backends(point)
-    rec = Record(sweep=cfg.name, config=point, env=environment(), timestamp=_now(),
-                 settings=measurement_settings(cfg))
-    plan = None
+    point, dev = plan.point, plan.device
+    configure_backends(plan)
+    rec = Record(sweep=plan.run.sweep, config=point, env=environment(), timestamp=_now(),
+                 settings=plan.run.settings)
     if not point.hf:  # an hf= point's tokens come from its processor (bench.measure.hf_point)
-        enc_spec = get_encoder_spec(point.encoder)
-        rec.encoder_channels = enc_spec.channels
-        rec.llm_hidden = None if point.llm == NO_LLM else get_llm_spec(point.llm).hidden_size
-        try:
-            plan = _visual_tokens(point, rec, enc_spec)
-            if cfg.paper_resolutions_only and point.resolution not in enc_spec.paper_resolutions:
-                raise InvalidResolutionError(
-                    f"{point.encoder} at {point.resolution} px: not a paper resolution of this encoder "
-                    f"({', '.join(map(str, enc_spec.paper_resolutions)) or 'none'}; paper_resolutions_only=true)")
-        except InvalidResolutionError as exc:
-            rec.status, rec.message = STATUS_SKIPPED, str(exc)
+        rec.encoder_channels = plan.encoder.channels
+        rec.llm_hidden = None if plan.llm is None else plan.llm.hidden_size
+        _write_tokens(plan, rec)
+        if plan.skip:
+            rec.status, rec.message = STATUS_SKIPPED, plan.skip
             rec.wall_s = time.perf_counter() - t_start
             return rec
-    if plan is not None:
-        rec.tiling_grid, rec.tiles, rec.tile_tokens = plan.grid, plan.tiles, plan.tile_tokens
-        rec.tiling_merged_grid = plan.merged_grid
+    if plan.tiling is not None:
+        tp = plan.tiling
+        rec.tiling_grid, rec.tiles, rec.tile_tokens, rec.tiling_merged_grid = tp.grid, tp.tiles, tp.tile_tokens, \
+            tp.merged_grid
     vlm = None
     freeze_long_lived_objects()
     # Interleaved with other processes (timing.turns): hold the machine from here on.
-    turns = held(cfg.timing.turns, cfg.timing.turn_parties)
+    turns = held(plan.run.timing.turns, plan.run.timing.turn_parties)
     cpu = {"others": OtherCpuUse() if dev.type == "cpu" else None}
 
     def built() -> None:
@@ -229,26 +102,25 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
         if point.hf:
             from .hf_point import measure_hf
 
-            measure_hf(cfg, point, rec, turns, built)
+            measure_hf(plan, rec, turns, built)
         else:
             # the KV cache the answer ends with (recorded; build_vlm's memory check counts it with the
             # rest of the working set before anything is allocated: a batch ladder ends there, skipped)
-            elem = torch.empty((), dtype=resolve_dtype(point.dtype, dev)).element_size()
-            rec.kv_cache_bytes = kv_cache_bytes(get_llm_spec(point.llm), elem, point.batch_size, rec.visual_tokens,
-                                                point.prompt_tokens, point.decode_tokens) if point.decode_tokens else None
+            rec.kv_cache_bytes = plan.decode.kv_cache_bytes
+            tp = plan.tiling
             # a tiled point's encoder is built for its tiles, not for the whole image
             vlm, info = build_vlm(point.encoder, point.llm, point.tile_size or point.resolution, point.device,
                                   point.dtype, point.attn_implementation, point.projector, point.checkpoint,
-                                  memory_headroom=cfg.memory_headroom, keep_llm=True,
+                                  memory_headroom=plan.run.memory_headroom, keep_llm=True,
                                   batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
-                                  tiles=plan.tiles if plan else 1, llm_tokens=plan.tokens if plan else None,
-                                  decode_tokens=point.decode_tokens)
+                                  tiles=tp.tiles if tp else 1, llm_tokens=tp.tokens if tp else None,
+                                  decode_tokens=point.decode_tokens, work=plan.memory)
             built()
             rec.build_s = info.build_s
             rec.params = vlm.parameter_counts()
             log.info("built %s in %.1fs (%.2f GiB of parameters%s)", point.label(), info.build_s,
                      info.param_bytes / 2**30, ", the LLM kept from the previous point" if info.llm_kept else "")
-            _time_point(cfg, point, vlm, rec, turns)
+            _time_point(plan, vlm, rec, turns)
         rec.status = STATUS_OK
     except InsufficientMemoryError as exc:
         rec.status, rec.message = STATUS_SKIPPED, str(exc)
@@ -274,21 +146,19 @@ def measure_point(cfg: BenchConfig, point: Optional[PointConfig] = None) -> Reco
     return rec
 
 
-def _visual_tokens(point: PointConfig, rec: Record, enc_spec):
-    """The analytic visual tokens reaching the LLM (after the point's tiling and token
-    reduction), the encoder's own count when a reduction changes it, and per LLM layer for
-    in-LLM methods. Returns the tiling plan (None untiled)."""
-    plan = plan_for(point)  # a tiling mode's count: tiles, base image, unpad and newline tokens
-    n = plan.tokens if plan is not None else enc_spec.num_tokens(point.resolution)
-    method, conf = method_of(point)
-    rec.visual_tokens = method.tokens_to_llm(conf, n, enc_spec)
-    if method.name != NONE:
-        rec.visual_tokens_encoder = n
-        rec.reduction_overhead_in = method.where
-        if point.llm != NO_LLM:
-            layers = int(get_llm_spec(point.llm).config["num_hidden_layers"])
-            rec.llm_visual_tokens_per_layer = method.llm_tokens_per_layer(conf, rec.visual_tokens, layers) or []
-    return plan
+def _write_tokens(plan: PointPlan, rec: Record) -> None:
+    """The plan's analytic visual tokens into the record: those reaching the LLM (after the
+    point's tiling and token reduction), the encoder's own count when a reduction changes it,
+    and per LLM layer for in-LLM methods. Nothing where the point is skipped before its count."""
+    red = plan.reduction
+    if red is None:
+        return
+    rec.visual_tokens = red.tokens_to_llm
+    if red.active:
+        rec.visual_tokens_encoder = red.tokens_encoder
+        rec.reduction_overhead_in = red.overhead_in
+        if red.tokens_per_layer is not None:
+            rec.llm_visual_tokens_per_layer = red.tokens_per_layer
 
 
 def _count_stage_flops(point: PointConfig, pipe: Pipeline, flow: Flow) -> Dict[str, Optional[float]]:
@@ -328,36 +198,36 @@ def _check_finite(point: PointConfig, **tensors) -> None:
 
 
 @torch.inference_mode()
-def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: Turns) -> None:
+def _time_point(plan: PointPlan, vlm, rec: Record, turns: Turns) -> None:
     from ..models.preprocess import load_sample_image
 
     taken_before = turns.taken_by_others
-    dev = torch.device(point.device)
-    pipe = build_pipeline(vlm, point)
+    point, dev, run = plan.point, plan.device, plan.run
+    pipe = build_pipeline(vlm, point, plan.pipeline_parts)
     rec.pipeline = pipe.owners()
-    images = [source_image(point, load_sample_image())] * point.batch_size
+    images = [plan.image.load(load_sample_image())] * point.batch_size
     pixels = pipe.preprocess(images)
-    if point.channels_last and get_encoder_spec(point.encoder).kind == "conv":
+    if point.channels_last and plan.encoder.kind == "conv":
         vlm.encoder = vlm.encoder.to(memory_format=torch.channels_last)
     to_encoder = ((lambda px: px.contiguous(memory_format=torch.channels_last)) if point.channels_last
                   else (lambda px: px))
     pixels = to_encoder(pixels)
     ids = vlm.prompt_ids(point.batch_size, point.prompt_tokens)
-    rule = cfg.timing
+    rule = run.timing
     rec.target_stage = target_stage(pipe, rule.target_stage)
     if rec.target_stage != rule.target_stage:  # e.g. ttft on an encoder-only point: vision_latency
         from dataclasses import replace
 
         rule = replace(rule, target_stage=rec.target_stage)
 
-    if cfg.count_flops:  # on fake tensors: shapes only, no arithmetic
+    if run.count_flops:  # on fake tensors: shapes only, no arithmetic
         rec.flops = _count_stage_flops(point, pipe, Flow(pixels, ids))
 
     # compile, or export + load + numerics check: untimed, recorded apart (compile_s, backend_info)
-    backend = get_backend(point.backend)
-    backend.prepare(pipe, vlm, point, Flow(pixels, ids), rec, Path(cfg.results_dir) / "exports", cfg.backend.atol)
+    backend = plan.backend.backend
+    backend.prepare(pipe, vlm, point, Flow(pixels, ids), rec, run.exports_dir, run.backend_atol)
 
-    if cfg.measure_peak:  # roofline ceilings, measured once per process, device, dtype and threads
+    if run.measure_peak:  # roofline ceilings, measured once per process, device, dtype and threads
         key = (str(dev), vlm.dtype, point.threads)
         if key not in _PEAK_CACHE:
             _PEAK_CACHE[key] = measure_peak_tflops(dev, vlm.dtype)
@@ -405,12 +275,12 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
                            pass_turn=turns.pass_turn if turns.path else None)
         # Energy from its own back-to-back loop (>= 2 s, no preprocessing), idle power first.
         energy = measure_energy(dev, lambda: pipe(Flow(pixels, ids)))
-    rec.stages = {**result.stages, **step_stages(result.steps.get("decode", []), cfg.timing.confidence)}
+    rec.stages = {**result.stages, **step_stages(result.steps.get("decode", []), run.timing.confidence)}
     if "decode" in rec.stages:
         rec.decode_bytes_per_step = decode_bytes_per_step(
-            get_llm_spec(point.llm), rec.params.get("llm") or 0, torch.empty((), dtype=vlm.dtype).element_size(),
+            plan.llm, rec.params.get("llm") or 0, torch.empty((), dtype=vlm.dtype).element_size(),
             point.batch_size, rec.visual_tokens_measured or rec.visual_tokens, point.prompt_tokens, point.decode_tokens)
-    _reduction_overhead(point, vlm, rec, pixels, ids)
+    _reduction_overhead(plan, vlm, rec, pixels, ids)
     rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
     rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
                                                                  result.warmup_reason)
@@ -427,11 +297,11 @@ def _time_point(cfg: BenchConfig, point: PointConfig, vlm, rec: Record, turns: T
                                                                 energy["seconds"])
 
 
-def _reduction_overhead(point: PointConfig, vlm, rec: Record, pixels, ids) -> None:
+def _reduction_overhead(plan: PointPlan, vlm, rec: Record, pixels, ids) -> None:
     """A token reduction's own time: its ``reduce`` stage's median, or for a method inside
     another stage its work alone, measured by the method on this point's tensors."""
-    method, conf = method_of(point)
-    if method.name == NONE:
+    method, conf = plan.reduction.method, plan.reduction.conf
+    if not plan.reduction.active:
         return
     if method.where == "reduce":
         st = rec.stages.get("reduce")

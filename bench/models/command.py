@@ -48,17 +48,22 @@ def encoders() -> List[Dict[str, Any]]:
             for n, s in ((n, ENCODERS.get(n)) for n in ENCODERS.names())]
 
 
+def _meta_parameters(build) -> int:
+    """Parameters of the module ``build()`` makes, counted on the meta device (nothing allocated)."""
+    from .materialize import count_parameters, meta_parameters
+
+    with meta_parameters():
+        return count_parameters(build())
+
+
 def llms() -> List[Dict[str, Any]]:
     from .llms import LLMS
-    from .materialize import count_parameters, meta_parameters
 
     out = []
     for name in LLMS.names():
         s = LLMS.get(name)
-        with meta_parameters():
-            n = count_parameters(s.build())
         out.append({"name": name, "hidden_size": s.hidden_size, "layers": s.config["num_hidden_layers"],
-                    "parameters": n, "description": s.description})
+                    "parameters": _meta_parameters(s.build), "description": s.description})
     return out
 
 
@@ -147,15 +152,13 @@ def hf_systems() -> List[Dict[str, Any]]:
     parameters (counted on the meta device, nothing allocated) and the Hub repo their config
     values are from."""
     from .hf import check_config, resolve_source, shipped_names
-    from .materialize import count_parameters, meta_parameters
 
     out = []
     for name in shipped_names():
         src = resolve_source(name)
         config, cls = check_config(src)
-        with meta_parameters():
-            n = count_parameters(cls._from_config(config))
-        out.append({"name": name, "model_type": config.model_type, "class": cls.__name__, "parameters": n,
+        out.append({"name": name, "model_type": config.model_type, "class": cls.__name__,
+                    "parameters": _meta_parameters(lambda: cls._from_config(config)),
                     "source": src.meta().get("source", "?")})
     return out
 

@@ -19,6 +19,9 @@ answer, and what one step must read from memory.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from .stages import AXES, Flow, Pipeline, Stage
 
 
@@ -47,6 +50,23 @@ def apply(pipe: Pipeline, vlm, point) -> None:
 
 if apply not in AXES:
     AXES.append(apply)
+
+
+@dataclass(frozen=True)
+class DecodePart:
+    """The decode axis's part of a point's plan: output tokens per answer, the decode steps
+    after the first, and the KV cache the answer ends with (analytic; None without decoding)."""
+
+    tokens: int
+    steps: int
+    kv_cache_bytes: Optional[int]
+
+
+def plan_part(point, llm_spec, element_size: int, visual_tokens: int) -> DecodePart:
+    """The axis's part of the plan (``bench.measure.plan``); ``llm_spec`` None: no LLM."""
+    kv = (kv_cache_bytes(llm_spec, element_size, point.batch_size, visual_tokens, point.prompt_tokens,
+                         point.decode_tokens) if point.decode_tokens and llm_spec is not None else None)
+    return DecodePart(int(point.decode_tokens), decode_steps(point), kv)
 
 
 def cache_tokens(visual_tokens: int, prompt_tokens: int, decode_tokens: int) -> int:

@@ -78,3 +78,16 @@ def working_set_bytes(resolution: int, visual_tokens: int, encoder_channels: int
         layer += b * heads * s * s * elem
     act += layer + b * vocab * 4
     return WorkingSet(input=image, activations=act, kv_cache=kv)
+
+
+def plan_part(point, encoder_spec, llm_spec, element_size: int, tiling_plan=None) -> WorkingSet:
+    """The memory estimate's part of a point's plan (``bench.measure.plan``): the working set of
+    :func:`working_set_bytes` for the point's knobs, as ``build_vlm`` checks it. A tiled point's
+    encoder runs on its tiles (``tile_size`` px each); its LLM gets the merged tokens."""
+    size = point.tile_size or point.resolution
+    llm_config = None if llm_spec is None else llm_spec.hf_config(point.attn_implementation)
+    return working_set_bytes(size, encoder_spec.num_tokens(size), encoder_spec.channels, llm_config,
+                             point.batch_size, point.prompt_tokens, element_size, point.attn_implementation,
+                             encoder_inputs=tiling_plan.tiles if tiling_plan else 1,
+                             llm_tokens=tiling_plan.tokens if tiling_plan else None,
+                             decode_tokens=point.decode_tokens)

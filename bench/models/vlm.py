@@ -262,7 +262,7 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
               attn_implementation: str = "sdpa", projector: str = "mlp2x_gelu",
               checkpoint: Optional[str] = None, memory_headroom: float = 1.15, keep_llm: bool = False,
               batch_size: int = 1, prompt_tokens: int = 32, tiles: int = 1, llm_tokens: Optional[int] = None,
-              decode_tokens: int = 0):
+              decode_tokens: int = 0, work=None):
     """Build the VLM on ``device``; returns ``(vlm, BuildInfo)``.
 
     A tiled point (``bench.models.tiling``) builds its encoder for one tile (``resolution``)
@@ -288,6 +288,9 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
 
     ``decode_tokens``: output tokens per answer; the KV cache is counted as it stands at the end
     of the answer (visual + prompt + decode_tokens - 1 positions).
+
+    ``work``: the working set already estimated for these knobs (a measured point's plan,
+    ``bench.measure.plan``, estimates it once); estimated here when not given.
     """
     t0 = time.perf_counter()
     encoder_only = llm == NO_LLM
@@ -316,9 +319,10 @@ def build_vlm(encoder: str, llm: str, resolution: int, device: str = "auto", dty
     vlm = VLM(enc, proj, lm, encoder, llm, resolution).eval()
     elem = torch.empty((), dtype=dt).element_size()
     need = count_parameters(vlm) * elem
-    work = working_set_bytes(resolution, enc_spec.num_tokens(resolution), enc_spec.channels,
-                             getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation,
-                             encoder_inputs=tiles, llm_tokens=llm_tokens, decode_tokens=decode_tokens)
+    if work is None:
+        work = working_set_bytes(resolution, enc_spec.num_tokens(resolution), enc_spec.channels,
+                                 getattr(lm, "config", None), batch_size, prompt_tokens, elem, attn_implementation,
+                                 encoder_inputs=tiles, llm_tokens=llm_tokens, decode_tokens=decode_tokens)
     new = need - (count_parameters(lm) * elem if kept else 0) + work.total  # a kept LLM's memory is in use
     have = available_memory_bytes(dev)
     if new * memory_headroom > have:

@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "hf"
 
@@ -88,6 +88,12 @@ def resolve_source(value: str) -> HFSource:
         h.update(f"{w.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return HFSource(name=value if is_shipped else folder.name, folder=folder, shipped=is_shipped,
                     fingerprint=h.hexdigest()[:12], weights=bool(weights))
+
+
+def shipped_meta() -> Dict[str, dict]:
+    """Each shipped system's ``fastvlm_bench.json`` (:meth:`HFSource.meta`), by name: the one
+    reading of those files for the fidelity pairs and the lmms-eval join."""
+    return {name: resolve_source(name).meta() for name in shipped_names()}
 
 
 def check_config(source: HFSource):

@@ -96,11 +96,12 @@ def working_set_bytes(config, sequence: int, batch: int, element_size: int) -> D
 
 
 def build_model(source: HFSource, device: torch.device, dtype: torch.dtype, attn: str, available: int,
-                headroom: float, sequence: int, batch: int, insufficient):
+                headroom: float, sequence: int, batch: int, insufficient, checked=None):
     """``(model, config, parts, build_s)``; raises ``insufficient(message)`` before allocating
-    when parameters + working set (x ``headroom``) exceed ``available`` bytes."""
+    when parameters + working set (x ``headroom``) exceed ``available`` bytes. ``checked``:
+    ``(config, model class)`` already read and checked (a point's plan); read here when None."""
     t0 = time.perf_counter()
-    config, cls = check_config(source)
+    config, cls = checked or check_config(source)
     with torch.random.fork_rng(devices=[]), meta_parameters():
         torch.manual_seed(0)  # vectors a module initialises itself: the same model in every process
         model = cls._from_config(config, attn_implementation=attn, dtype=dtype)

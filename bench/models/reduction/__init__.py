@@ -10,8 +10,8 @@ import importlib
 import pkgutil
 
 from ..pipeline import AXES
-from .base import (NONE, REDUCTIONS, ReductionConf, ReductionMethod, apply_reduction, check_reduction,
-                   conf_of_point, method_of, point_params, register_reduction)
+from .base import (NONE, REDUCTIONS, ReductionConf, ReductionMethod, ReductionPart, apply_reduction, check_reduction,
+                   conf_of_point, method_of, plan_part, point_params, register_reduction)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -20,5 +20,5 @@ for _module in pkgutil.iter_modules(__path__):
 if apply_reduction not in AXES:
     AXES.append(apply_reduction)
 
-__all__ = ["NONE", "REDUCTIONS", "ReductionConf", "ReductionMethod", "apply_reduction", "check_reduction",
-           "conf_of_point", "method_of", "point_params", "register_reduction"]
+__all__ = ["NONE", "REDUCTIONS", "ReductionConf", "ReductionMethod", "ReductionPart", "apply_reduction",
+           "check_reduction", "conf_of_point", "method_of", "plan_part", "point_params", "register_reduction"]

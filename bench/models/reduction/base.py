@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, List, Optional
 
 import torch
@@ -161,6 +161,35 @@ def method_of(point):
     return REDUCTIONS.get(conf.name), conf
 
 
+@dataclass(frozen=True)
+class ReductionPart:
+    """The reduction axis's part of a point's plan: the method, its parameters, and the
+    analytic visual tokens it leaves (the record's ``visual_tokens``; with a method, the
+    encoder's own count, where its cost is timed and, in the LLM, the tokens per layer)."""
+
+    method: "ReductionMethod"
+    conf: ReductionConf
+    tokens_to_llm: int
+    tokens_encoder: Optional[int] = None  # None without a method
+    overhead_in: Optional[str] = None
+    tokens_per_layer: Optional[List[int]] = None  # None without a method or an LLM
+
+    @property
+    def active(self) -> bool:
+        return self.method.name != NONE
+
+
+def plan_part(point, encoder_tokens: int, spec, llm_layers: Optional[int]) -> ReductionPart:
+    """The axis's part of the plan (``bench.measure.plan``): ``encoder_tokens`` visual tokens
+    (after tiling) from an encoder of ``spec`` into an LLM of ``llm_layers`` layers (None: no LLM)."""
+    method, conf = method_of(point)
+    to_llm = method.tokens_to_llm(conf, encoder_tokens, spec)
+    if method.name == NONE:
+        return ReductionPart(method, conf, to_llm)
+    per_layer = (method.llm_tokens_per_layer(conf, to_llm, llm_layers) or []) if llm_layers is not None else None
+    return ReductionPart(method, conf, to_llm, encoder_tokens, method.where, per_layer)
+
+
 def check_reduction(conf: ReductionConf, encoder: str, llm: str, resolution: int, compile: bool,
                     tiling: str = NONE) -> List[str]:
     if conf.name not in REDUCTIONS:
@@ -169,8 +198,10 @@ def check_reduction(conf: ReductionConf, encoder: str, llm: str, resolution: int
 
 
 def apply_reduction(pipe, vlm, point) -> None:
-    """The axis (``bench.models.pipeline.AXES``): the point's method edits its pipeline."""
-    method, conf = method_of(point)
+    """The axis (``bench.models.pipeline.AXES``): the point's method edits its pipeline (the
+    plan's, ``pipe.extras["reduction"]``, where a resolved plan built the pipeline)."""
+    part = pipe.extras.get("reduction")
+    method, conf = (part.method, part.conf) if part is not None else method_of(point)
     if method.name != NONE:
         method.apply(conf, pipe, vlm, point)
 

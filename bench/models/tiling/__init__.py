@@ -17,6 +17,7 @@ sample photo's own 512x600) gives its shape; its aspect ratio drives the grid an
 import importlib
 import pkgutil
 import re
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ..encoders import InvalidResolutionError, get_encoder_spec
@@ -81,22 +82,57 @@ def visual_tokens(encoder: str, resolution: int, tiling: str = "none", tile_size
     return plan.tokens if plan is not None else get_encoder_spec(encoder).num_tokens(int(resolution))
 
 
-def source_image(point, photo):
-    """The image a point starts from: the sample photo as it is without tiling (the timed
-    preprocessing resizes and crops it); for a tiled point, the photo resized (untimed) to the
-    point's image size: the image a user would have sent, whose shape drives the grid."""
-    if point.tiling == "none":
-        return photo
-    from PIL import Image
+@dataclass(frozen=True)
+class ImageSpec:
+    """The image a point starts from, resolved once (its part of the point's plan).
 
-    size = image_wh(point.resolution, point.image_size)
-    return photo if photo.size == size else photo.resize(size, Image.Resampling.BICUBIC)
+    Untiled: the sample photo as it is (``resize`` false; the timed preprocessing resizes and
+    crops it). Tiled: the photo resized (untimed) to ``width`` x ``height``, the image a user
+    would have sent, whose shape drives the grid."""
+
+    width: int
+    height: int
+    resize: bool
+
+    def load(self, photo):
+        """``photo`` (the sample photo) as this point's image."""
+        if not self.resize or photo.size == (self.width, self.height):
+            return photo
+        from PIL import Image
+
+        return photo.resize((self.width, self.height), Image.Resampling.BICUBIC)
+
+
+@dataclass(frozen=True)
+class TilingPart:
+    """The tiling axis's part of a point's plan: the grid (None untiled) and the image."""
+
+    plan: Optional[TilingPlan]
+    image: ImageSpec
+
+
+def image_spec(point) -> ImageSpec:
+    w, h = image_wh(point.resolution, point.image_size)
+    return ImageSpec(w, h, resize=point.tiling != "none")
+
+
+def plan_part(point) -> TilingPart:
+    """The axis's part of the plan (``bench.measure.plan``). Raises
+    :class:`InvalidResolutionError` as :func:`make_plan` does (the point is skipped)."""
+    return TilingPart(plan_for(point), image_spec(point))
+
+
+def source_image(point, photo):
+    """The image a point starts from (see :class:`ImageSpec`)."""
+    return image_spec(point).load(photo)
 
 
 def apply(pipe, vlm, point) -> None:
     """The tiling axis (``bench.models.pipeline.AXES``): tiles in the preprocessing, a ``merge``
-    stage after the projector. Nothing changes for ``tiling=none``."""
-    plan = plan_for(point)
+    stage after the projector. Nothing changes for ``tiling=none``. The grid is the plan's
+    (``pipe.extras["tiling_plan"]``, set by :func:`~bench.models.pipeline.build_pipeline` from
+    a resolved plan) where there is one, so a measured point does not work it out again."""
+    plan = pipe.extras["tiling_plan"] if "tiling_plan" in pipe.extras else plan_for(point)
     if plan is None:
         return
     spec = vlm.encoder.spec
@@ -124,6 +160,6 @@ def apply(pipe, vlm, point) -> None:
 if apply not in AXES:
     AXES.insert(0, apply)  # first: tiling decides what the encoder sees (see AXES)
 
-__all__ = ["TILINGS", "PHOTO", "TileMerge", "TilingMode", "TilingPlan", "apply", "get_tiling", "image_wh",
-           "make_plan", "parse_image_size", "plan_for", "register_tiling", "source_image", "tile_images",
-           "visual_tokens"]
+__all__ = ["TILINGS", "PHOTO", "ImageSpec", "TileMerge", "TilingMode", "TilingPart", "TilingPlan", "apply",
+           "get_tiling", "image_spec", "image_wh", "make_plan", "parse_image_size", "plan_for", "plan_part",
+           "register_tiling", "source_image", "tile_images", "visual_tokens"]
