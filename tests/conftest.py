@@ -117,12 +117,7 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(cores, 4, int(mem_gib // 6)))
 
 
-def pytest_configure(config):
-    if os.environ.get("FASTVLM_BENCH_BENCHMARK_TESTS") != "1":
-        config._fastvlm_skip_benchmarks = True
-
-
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("benchmark") and getattr(item.config, "_fastvlm_skip_benchmarks", False):
+    if item.get_closest_marker("benchmark") and os.environ.get("FASTVLM_BENCH_BENCHMARK_TESTS") != "1":
         pytest.skip("a measurement of an open problem, not a pass/fail check (docs/cpu-allocator.md); "
                     "run with FASTVLM_BENCH_BENCHMARK_TESTS=1")
