@@ -136,7 +136,11 @@ def main(argv=None) -> int:
               f"{h['warmup_s'] or 0:.1f} s, {h['allocator']}) | peer {p['median_ms']:.1f} ms (n={p['n']}, "
               f"{p['allocator']}) | ratio {ratios[-1]:.3f} | {time.time() - t0:.0f} s, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"median ratio {statistics.median(ratios):.3f} over {len(ratios)} rounds "
+    from bench.measure.stats import median_ci
+
+    lo, hi = median_ci(ratios)  # the harness's own distribution-free interval of a median
+    span = f"[{lo:.3f}, {hi:.3f}] 95 %" if lo is not None else "(too few rounds for a 95 % interval)"
+    print(f"median ratio {statistics.median(ratios):.3f} {span} over {len(ratios)} rounds "
           f"({', '.join(f'{r:.3f}' for r in ratios)}); allocator_env {json.dumps(h['allocator_env'])}")
     return 0
 

@@ -327,3 +327,13 @@ def test_report_order_in_headless_chromium(rendered_default):
                              capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
     assert _png_is_not_blank(shot)
+
+
+def test_ratios_between_1_and_10_keep_three_decimals():
+    """A ratio of 1.027 read "1.0" in the allocator table (one decimal for every value >= 1),
+    which hides the 3 % the table is there to show."""
+    from bench.report.frames import to_markdown
+
+    md = to_markdown(pd.DataFrame({"ratio": [1.027, 0.947, 1.199], "ms": [257.8, 1234.5, 12.34]}))
+    assert "| 1.027 |" in md and "| 0.947 |" in md and "| 1.199 |" in md
+    assert "| 257.8 |" in md and "| 1,234 |" in md and "| 12.3 |" in md

@@ -62,8 +62,10 @@ def _fmt(v, integral: bool = False) -> str:
             return str(int(round(v)))
         if abs(v) >= 1000:
             return f"{v:,.0f}"
-        if abs(v) >= 1:
+        if abs(v) >= 10:
             return f"{v:.1f}"
+        if abs(v) >= 1:  # ratios and speed-ups live here: 1.027 must not read as "1.0"
+            return f"{v:.3f}"
         return f"{v:.3g}"
     return str(v)
 
