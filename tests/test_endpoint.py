@@ -1,0 +1,129 @@
+"""The endpoint mode against a real llama-server on the tiny GGUF (docs/endpoint.md).
+
+The server is the one ``scripts/llama_cpp.sh`` builds (or any ``llama-server`` on PATH, or
+$FASTVLM_BENCH_LLAMA_SERVER); without one these tests are skipped with the reason, never faked.
+The model is written by ``scripts/tiny_gguf.py`` (the ``gguf`` package and numpy) into a
+temporary folder. Every address is loopback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def _server_or_skip() -> str:
+    from bench.config import ConfigError
+    from bench.models.endpoints.llama_server import find_server
+
+    try:
+        return find_server(None)
+    except ConfigError as exc:
+        pytest.skip(f"no llama-server to test against ({exc})")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(llama-server, the tiny GGUF, its mmproj)."""
+    pytest.importorskip("gguf", reason="the gguf package (pip install 'fastvlm-bench[endpoint]') writes the tiny model")
+    server = _server_or_skip()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import tiny_gguf
+    finally:
+        sys.path.pop(0)
+    model, mmproj = tiny_gguf.write_tiny(tmp_path_factory.mktemp("gguf"))
+    return server, model, mmproj
+
+
+def _launch_args(tiny, results, name):
+    server, model, mmproj = tiny
+    return ["sweep=none", f"name={name}", f"results_dir={results}", f"reports_dir={results.parent / 'reports'}",
+            "endpoint=llama_cpp", "endpoint.launch=llama_cpp", f"endpoint.gguf={model}", f"endpoint.mmproj={mmproj}",
+            f"endpoint.server_bin={server}", "endpoint.slots=2", "endpoint.ctx=4096", "prompt_tokens=8"]
+
+
+def _records(folder: Path):
+    return [json.loads(p.read_text()) for p in sorted((folder / "records").glob("*.json"))]
+
+
+def _servers_running(marker: str):
+    """Pids of processes whose command line names ``marker`` (our temporary GGUF's path)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_two_image_sizes_through_the_cli(tiny, tmp_path):
+    """The issue's CI test: a launched llama-server, two image sizes through the CLI; the image
+    tokens grow with the size, TTFT and the server's own timings are recorded, the log is kept
+    beside the records and no server is left running."""
+    results = tmp_path / "results"
+    p = run_cli(["-m", *_launch_args(tiny, results, "ep"), "image_size=224x224,448x448", "decode_tokens=4",
+                 "timing=quick", "report=true"], cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = sorted(_records(results / "ep"), key=lambda r: r["config"]["resolution"])
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r["message"] for r in recs]
+    small, large = (r["endpoint_info"] for r in recs)
+    # Qwen2-VL: 14 px patches merged 2x2 -> (224/28)^2 = 64 and (448/28)^2 = 256 image tokens
+    assert (small["image_tokens"], large["image_tokens"]) == (64, 256)
+    assert recs[0]["visual_tokens"] == 64 and recs[1]["visual_tokens"] == 256
+    for r in recs:
+        info = r["endpoint_info"]
+        assert r["stages"]["ttft"]["n"] == len(r["stages"]["ttft"]["samples"]) >= 2
+        assert r["stages"]["ttft"]["median"] > 0 and r["stages"]["e2e"]["median"] >= r["stages"]["ttft"]["median"]
+        assert info["server_prompt_ms"] > 0 and info["server_decode_per_token_ms"] > 0
+        assert info["prompt_tokens"] == info["text_prompt_tokens"] + info["image_tokens"]
+        assert info["output_tokens"] == 4 and info["fixed_output"] == "ignore_eos"  # ignore_eos held the length
+        assert all(c == 0 for c in info["requests"]["cache_n"])  # every request encoded its image
+        assert info["server_image_encode_ms"] is not None  # from the server's log
+        assert Path(info["server_log"]).is_file() and Path(info["server_log"]).parent == results / "ep" / "endpoint"
+        assert r["config"]["endpoint"] == "llama_cpp" and r["config"]["batch_size"] == 1
+        assert "api_key" not in json.dumps(r).lower().replace("api_key_env", "")
+    assert large["server_prompt_ms"] > small["server_prompt_ms"]
+    assert (tmp_path / "reports" / "ep" / "figures" / "endpoint_ttft.png").is_file()
+    assert not _servers_running(str(tiny[1])), "a llama-server outlived the sweep"
+
+
+def test_sigterm_stops_the_server(tiny, tmp_path):
+    """SIGTERM while a point is measured: exit 143 with one line, an error record naming the
+    signal, and the launched server gone."""
+    results = tmp_path / "results"
+    args = _launch_args(tiny, results, "sig") + ["resolution=224", "timing.max_seconds=60", "timing.min_repeats=1000",
+                                                 "timing.max_repeats=100000", "report=false"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _servers_running(str(tiny[1])) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert _servers_running(str(tiny[1])), "the server never started"
+        time.sleep(2.0)  # into the timed loop
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted by SIGTERM" in err.strip().splitlines()[-1]
+    deadline = time.monotonic() + 15
+    while _servers_running(str(tiny[1])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _servers_running(str(tiny[1])), "the server outlived SIGTERM"
+    (rec,) = _records(results / "sig")
+    assert rec["status"] == "error" and "SIGTERM" in rec["message"]
