@@ -48,7 +48,8 @@ def _launch_args(tiny, results, name):
     server, model, mmproj = tiny
     return ["sweep=none", f"name={name}", f"results_dir={results}", f"reports_dir={results.parent / 'reports'}",
             "endpoint=llama_cpp", "endpoint.launch=llama_cpp", f"endpoint.gguf={model}", f"endpoint.mmproj={mmproj}",
-            f"endpoint.server_bin={server}", "endpoint.slots=2", "endpoint.ctx=4096", "prompt_tokens=8"]
+            f"endpoint.server_bin={server}", "endpoint.slots=2", "endpoint.ctx=4096", "endpoint.server_threads=1",
+            "prompt_tokens=8"]
 
 
 def _records(folder: Path):
@@ -56,15 +57,17 @@ def _records(folder: Path):
 
 
 def _servers_running(marker: str):
-    """Pids of processes whose command line names ``marker`` (our temporary GGUF's path)."""
+    """Pids of llama-server processes whose command line names ``marker`` (our temporary GGUF's
+    path; the harness's own command line names it too, as ``endpoint.gguf=``)."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if marker.encode() in (d / "cmdline").read_bytes():
-                    out.append(int(d.name))
+                argv = (d / "cmdline").read_bytes().split(b"\0")
             except OSError:
-                pass
+                continue
+            if argv[0].endswith(b"llama-server") and marker.encode() in argv:
+                out.append(int(d.name))
     return out
 
 
@@ -74,14 +77,15 @@ def test_two_image_sizes_through_the_cli(tiny, tmp_path):
     beside the records and no server is left running."""
     results = tmp_path / "results"
     p = run_cli(["-m", *_launch_args(tiny, results, "ep"), "image_size=224x224,448x448", "decode_tokens=4",
-                 "timing=quick", "report=true"], cwd=tmp_path, timeout=300)
+                 "timing=quick", "timing.warmup=1", "timing.min_repeats=3", "timing.max_repeats=3", "report=true"], cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     recs = sorted(_records(results / "ep"), key=lambda r: r["config"]["resolution"])
     assert [r["status"] for r in recs] == ["ok", "ok"], [r["message"] for r in recs]
     small, large = (r["endpoint_info"] for r in recs)
-    # Qwen2-VL: 14 px patches merged 2x2 -> (224/28)^2 = 64 and (448/28)^2 = 256 image tokens
-    assert (small["image_tokens"], large["image_tokens"]) == (64, 256)
-    assert recs[0]["visual_tokens"] == 64 and recs[1]["visual_tokens"] == 256
+    # Qwen2-VL: 14 px patches merged 2x2 -> (224/28)^2 = 64 and (448/28)^2 = 256 image embeddings,
+    # plus <|vision_start|> and <|vision_end|>: what the server spends on the image
+    assert (small["image_tokens"], large["image_tokens"]) == (64 + 2, 256 + 2)
+    assert recs[0]["visual_tokens"] == 66 and recs[1]["visual_tokens"] == 258
     for r in recs:
         info = r["endpoint_info"]
         assert r["stages"]["ttft"]["n"] == len(r["stages"]["ttft"]["samples"]) >= 2
@@ -93,10 +97,31 @@ def test_two_image_sizes_through_the_cli(tiny, tmp_path):
         assert info["server_image_encode_ms"] is not None  # from the server's log
         assert Path(info["server_log"]).is_file() and Path(info["server_log"]).parent == results / "ep" / "endpoint"
         assert r["config"]["endpoint"] == "llama_cpp" and r["config"]["batch_size"] == 1
+        assert info["server_cpus"] == [min(os.sched_getaffinity(0))]  # pinned: endpoint.server_threads=1
         assert "api_key" not in json.dumps(r).lower().replace("api_key_env", "")
-    assert large["server_prompt_ms"] > small["server_prompt_ms"]
-    assert (tmp_path / "reports" / "ep" / "figures" / "endpoint_ttft.png").is_file()
+    assert list((tmp_path / "reports" / "ep").rglob("endpoint_ttft.png")), "the report has no endpoint figure"
     assert not _servers_running(str(tiny[1])), "a llama-server outlived the sweep"
+    _downstream(results / "ep", tmp_path)
+
+
+def _downstream(folder: Path, tmp_path: Path) -> None:
+    """compare, gate and the accuracy join read endpoint points as distinct points."""
+    import pandas as pd
+
+    from bench.analysis.join import join_efficiency_accuracy
+    from bench.cli import main as cli
+
+    out = tmp_path / "aa.json"
+    assert cli(["compare", str(folder), str(folder), "--json", str(out)]) == 0  # A/A: no regression
+    assert '"matched": 2' in out.read_text()  # the two image sizes pair up as two points
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("target: endpoint:llama_cpp\nselect: {endpoint: llama_cpp}\ncheck_visual_tokens: true\n")
+    assert cli(["gate", str(folder), "--config", str(gate)]) == 0  # the server's image tokens are its count
+    df = pd.read_csv(folder / "results.csv")
+    acc = pd.DataFrame([{"encoder": "endpoint:llama_cpp", "resolution": 448, "llm": "endpoint:tiny-qwen2vl.gguf",
+                         "benchmark": "toy", "metric": "acc", "accuracy": 0.5, "source": "user", "origin": "test"}])
+    joined, unmatched, _ = join_efficiency_accuracy(df, acc)
+    assert len(joined) == 1 and len(unmatched) == 1 and int(joined["endpoint_image_tokens"].iloc[0]) == 258
 
 
 def test_sigterm_stops_the_server(tiny, tmp_path):

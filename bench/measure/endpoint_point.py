@@ -218,7 +218,7 @@ def _server_numbers(rec: Record, kind, timed: List[List[Answer]], text_tokens: O
     info["server_decode_per_token_ms"] = _median([x for x in per["predicted_per_token_ms"] if x is not None])
     info["server_image_encode_ms"] = _median(encode_ms)
     info["output_tokens"] = _median(per["output_tokens"])
-    rec.visual_tokens = info["image_tokens"]
+    rec.visual_tokens = rec.visual_tokens_measured = info["image_tokens"]  # the server's own count
     notes = []
     if prompt is None:
         notes.append("the server reported neither usage nor timings: its prompt and image tokens are unknown")

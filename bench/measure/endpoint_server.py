@@ -38,8 +38,13 @@ from .turns import allowed_cpus
 log = logging.getLogger("fastvlm_bench")
 
 READY_TIMEOUT_S = 300.0
-#: mtmd-helper's line per encoded image (tools/mtmd/mtmd-helper.cpp): "image slice encoded in N ms"
-ENCODE_LINE = re.compile(rb"image slice encoded in (\d+) ms")
+#: llama-server's log (``--log-timestamps``: ``M.SS.mmm.uuu`` at the start of a line, colour codes
+#: optional): the slot's "encoding mtmd batch" (tools/server/server-context.cpp, verbosity 4) and
+#: mtmd-helper's next "decoding image batch 1/" (tools/mtmd/mtmd-helper.cpp) bracket the image
+#: encode; the server runs one batch at a time, so the next decode line is the same image's.
+#: Other builds say "image slice encoded in N ms" (mtmd_helper_eval_chunk_single): read as well.
+_STAMP = re.compile(rb"^(?:\x1b\[[0-9;]*m)?(\d+)\.(\d+)\.(\d+)\.(\d+)")
+_ENCODED_IN = re.compile(rb"image slice encoded in (\d+) ms")
 
 
 def _free_port() -> int:
@@ -128,7 +133,7 @@ class LaunchedServer:
                 text = f.read()
         except OSError:
             return []
-        return [float(m) for m in ENCODE_LINE.findall(text)]
+        return encode_times(text)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -144,6 +149,28 @@ class LaunchedServer:
             log.info("stopped llama-server (pid %d)", self.proc.pid)
         if not self._log.closed:
             self._log.close()
+
+
+def encode_times(log: bytes) -> List[float]:
+    """Image encode times (ms, microsecond resolution) in a llama-server log (see ``_STAMP``)."""
+    out: List[float] = []
+    start = None
+    for line in log.splitlines():
+        m = _ENCODED_IN.search(line)
+        if m:
+            out.append(float(m.group(1)))
+            continue
+        ts = _STAMP.match(line)
+        if ts is None:
+            continue
+        minutes, sec, ms, us = (int(x) for x in ts.groups())
+        t_us = ((minutes * 60 + sec) * 1000 + ms) * 1000 + us
+        if b"encoding mtmd batch" in line:
+            start = t_us
+        elif b"decoding image batch 1/" in line and start is not None:
+            out.append((t_us - start) / 1e3)
+            start = None
+    return out
 
 
 _LOCK = threading.Lock()
