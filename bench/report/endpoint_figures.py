@@ -50,7 +50,9 @@ def endpoint_ttft_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
             ax.fill_between(grp["pixels"] / 1e6, lo, hi, alpha=0.15)
         for _, r in grp.iterrows():
             tok = r.get("endpoint_image_tokens")
-            text = f"{r.get('image_size') or r['resolution']}" + (f"\n{int(tok)} tok" if pd.notna(tok) else "")
+            size = r.get("image_size")
+            size = size if isinstance(size, str) and size else f"{int(r['resolution'])}x{int(r['resolution'])}"
+            text = size + (f"\n{int(tok)} tok" if pd.notna(tok) else "")
             ax.annotate(text, (r["pixels"] / 1e6, r["ttft_ms"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points", color="0.3")
     if data["ttft_ms"].max() / max(data["ttft_ms"].min(), 1e-9) > 20:
