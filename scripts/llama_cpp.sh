@@ -38,7 +38,7 @@ start=$(date +%s)
 sdist="${LLAMA_CPP_SDIST:-}"
 if [[ -z "$sdist" ]]; then
   say "downloading the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist from PyPI"
-  "${PYTHON:-python3}" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+  "${PYTHON:-python3}" -m pip download -q --no-deps --no-binary :all: \
     "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$work" >&2 2>"$work/pip.log" \
     || { pip_rc=$?; cat "$work/pip.log" >&2; say "error: pip download failed ($pip_rc)"; exit 1; }
   sdist="$(ls "$work"/llama_cpp_python-*.tar.gz)"
