@@ -124,21 +124,45 @@ def _downstream(folder: Path, tmp_path: Path) -> None:
     assert len(joined) == 1 and len(unmatched) == 1 and int(joined["endpoint_image_tokens"].iloc[0]) == 258
 
 
+def _start_and_wait(tiny, args, cwd):
+    """The CLI with ``args``, once its llama-server runs (and a moment more: in the timed loop)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=cwd, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _servers_running(str(tiny[1])) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if not _servers_running(str(tiny[1])):
+        proc.kill()
+        pytest.fail(f"the server never started: {proc.communicate()[1][-2000:]}")
+    time.sleep(2.0)
+    return proc
+
+
+def _gone(tiny, seconds=15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while _servers_running(str(tiny[1])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _servers_running(str(tiny[1]))
+
+
+def test_sigkill_of_the_harness_takes_the_server_with_it(tiny, tmp_path):
+    """No handler runs on SIGKILL: the kernel ends the server (PR_SET_PDEATHSIG)."""
+    args = _launch_args(tiny, tmp_path / "results", "kill") + ["resolution=224", "timing.min_repeats=100000",
+                                                               "timing.max_repeats=100000", "report=false"]
+    proc = _start_and_wait(tiny, args, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _gone(tiny), "the server outlived a SIGKILL of the harness"
+
+
 def test_sigterm_stops_the_server(tiny, tmp_path):
     """SIGTERM while a point is measured: exit 143 with one line, an error record naming the
     signal, and the launched server gone."""
     results = tmp_path / "results"
     args = _launch_args(tiny, results, "sig") + ["resolution=224", "timing.max_seconds=60", "timing.min_repeats=1000",
                                                  "timing.max_repeats=100000", "report=false"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _start_and_wait(tiny, args, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not _servers_running(str(tiny[1])) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert _servers_running(str(tiny[1])), "the server never started"
-        time.sleep(2.0)  # into the timed loop
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -146,9 +170,6 @@ def test_sigterm_stops_the_server(tiny, tmp_path):
             proc.kill()
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted by SIGTERM" in err.strip().splitlines()[-1]
-    deadline = time.monotonic() + 15
-    while _servers_running(str(tiny[1])) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _servers_running(str(tiny[1])), "the server outlived SIGTERM"
+    assert _gone(tiny), "the server outlived SIGTERM"
     (rec,) = _records(results / "sig")
     assert rec["status"] == "error" and "SIGTERM" in rec["message"]

@@ -104,9 +104,8 @@ class ValidateCallback(Callback):
 
 
 def _stop_servers() -> None:
-    import sys as _sys
-
-    mod = _sys.modules.get("bench.measure.endpoint_server")  # only if a point launched one
+    """Stop the llama-servers the sweep's endpoint points started; imports nothing when none did."""
+    mod = sys.modules.get("bench.measure.endpoint_server")
     if mod is not None:
         mod.stop_all()
 
