@@ -24,6 +24,7 @@ MODELS = ["ok", "nousage", "drop", "e500", "slow"]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # the body ends when the connection closes: a drop is a drop
+    image_urls: list = []  # the start of every image data URL received
 
     def log_message(self, *args):
         pass
@@ -49,7 +50,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(500, {"error": {"message": "the model exploded", "type": "server_error"}})
         if model == "slow":
             time.sleep(3)
-        images = sum(1 for part in body["messages"][0]["content"] if part["type"] == "image_url")
+        urls = [part["image_url"]["url"] for part in body["messages"][0]["content"] if part["type"] == "image_url"]
+        Handler.image_urls += [u[:30] for u in urls]
+        images = len(urls)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -86,7 +89,7 @@ def _cfg(url, model, **kw):
     from bench.config import QUICK_TIMING, BenchConfig, EndpointConf
 
     e = EndpointConf(name=kw.pop("kind", "openai"), url=url, model=model, timeout_s=kw.pop("timeout_s", 10.0),
-                     concurrency=kw.pop("concurrency", 1))
+                     concurrency=kw.pop("concurrency", 1), image_format=kw.pop("image_format", "png"))
     return BenchConfig(name="errs", endpoint=e, resolution=64, decode_tokens=kw.pop("decode_tokens", 3),
                        timing=QUICK_TIMING, prompt_tokens=4, **kw)
 
@@ -99,8 +102,11 @@ def _measure(cfg):
 
 
 def test_a_working_server_gives_the_usage_numbers(fake):
-    rec = _measure(_cfg(fake, "ok", concurrency=2))
+    Handler.image_urls.clear()
+    rec = _measure(_cfg(fake, "ok", concurrency=2, image_format="jpeg"))
     assert rec.status == "ok", rec.message
+    assert Handler.image_urls and all(u.startswith("data:image/jpeg;base64,/9j/") for u in Handler.image_urls)
+    assert "image_format=jpeg" in rec.config.endpoint_options and rec.endpoint_info["image_wh"] == [64, 64]
     info = rec.endpoint_info
     assert (info["text_prompt_tokens"], info["prompt_tokens"], info["image_tokens"]) == (10, 60, 50)
     assert info["output_tokens"] == 3 and rec.config.batch_size == 2
