@@ -31,7 +31,6 @@ import logging
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..models.endpoints import get_kind

@@ -28,10 +28,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from ..models.endpoints import EndpointPart
-from ..models.endpoints.client import Client, EndpointError
+from ..models.endpoints.client import EndpointError
 from .interrupt import raise_if_pending
 from .turns import allowed_cpus
 
