@@ -184,3 +184,18 @@ def test_points_before_a_failure_are_kept(fake, tmp_path):
             for f in (tmp_path / "grid" / "records").glob("*.json")}
     assert {m: r["status"] for m, r in recs.items()} == {"ok": "ok", "e500": "error", "nousage": "ok"}
     assert "the model exploded" in recs["e500"]["message"]
+
+
+def test_the_encode_time_is_read_from_the_server_log():
+    """llama-server's lines as this build writes them (``--log-timestamps``, M.SS.mmm.uuu): the
+    encode is from a slot's "encoding mtmd batch" to the next "decoding image batch"; a line of
+    another build ("image slice encoded in N ms") is read too, and text between is ignored."""
+    from bench.measure.endpoint_server import encode_times
+
+    log = (b"0.00.339.441 I slot process_mtmd: id  0 | task 17 | encoding mtmd batch from idx = 7, n_chunks = 1\n"
+           b"0.00.340.000 I some other line\n"
+           b"0.00.344.392 I decoding image batch 1/1, n_tokens_batch = 64\n"
+           b"1.59.999.900 I slot process_mtmd: id  1 | task 18 | encoding mtmd batch from idx = 7, n_chunks = 1\n"
+           b"\x1b[34m2.00.000.150\x1b[0m I decoding image batch 1/1, n_tokens_batch = 64\n"
+           b"image slice encoded in 12 ms\n")
+    assert encode_times(log) == pytest.approx([4.951, 0.25, 12.0])
