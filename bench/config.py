@@ -103,6 +103,28 @@ class ReductionConf:
 
 
 @dataclass
+class EndpointConf:
+    """``endpoint=KIND``: measure a running server through the OpenAI chat-completions API, not a
+    model in this process (docs/endpoint.md); the kind (``bench.models.endpoints``) adds its own
+    request fields. ``none``: an in-process point."""
+
+    name: str = "none"  # none | openai | llama_cpp | vllm | sglang
+    url: Optional[str] = None  # http://HOST:PORT/v1 (with launch: the started server's, on loopback)
+    model: Optional[str] = None  # the served model's name (default: the first /v1/models lists)
+    api_key_env: Optional[str] = None  # the NAME of the environment variable with the key (never recorded)
+    image_format: str = "png"  # png | jpeg: the resized sample photo, sent as a data URL
+    timeout_s: float = 120.0  # per request: connecting plus the whole streamed answer
+    concurrency: int = 1  # requests in flight per iteration (the record's batch_size)
+    launch: Optional[str] = None  # llama_cpp: start llama-server with gguf= and mmproj=
+    gguf: Optional[str] = None  # launch: the text model's GGUF
+    mmproj: Optional[str] = None  # launch: the vision projector's GGUF
+    server_bin: Optional[str] = None  # launch: llama-server (default: $FASTVLM_BENCH_LLAMA_SERVER, PATH, cache)
+    server_threads: Optional[int] = None  # launch: llama-server -t, pinned to as many CPUs (default: all)
+    slots: int = 4  # launch: llama-server -np, requests it serves at once
+    ctx: int = 32768  # launch: llama-server -c, shared by the slots
+
+
+@dataclass
 class TimingConf:
     """The timer's stopping rule (``timing.*``); see :mod:`bench.measure.timer` for the method.
 
@@ -214,6 +236,7 @@ class BenchConfig:
     # or a local model folder (config.json + processor files; *.safetensors load when present).
     # encoder=, llm= and tiling= do not apply: the model's own class and processor decide.
     hf: Optional[str] = None
+    endpoint: EndpointConf = field(default_factory=EndpointConf)  # a running server instead (docs/endpoint.md)
     min_pixels: Optional[int] = None  # hf points, Qwen2-VL-style processors: smart_resize's lower bound
     max_pixels: Optional[int] = None  # ... and upper bound (default: the processor's own)
     timing: TimingConf = field(default_factory=TimingConf)
@@ -261,7 +284,7 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
     left to each point's own validation. ``swept`` given and empty: the whole run is this one
     point, so what would make the point ``skipped`` (a resolution or tile the encoder cannot
     take) is bad input, exit 2; in a grid it stays a ``skipped`` row (``swept=None``, a point)."""
-    from .config_checks import hf_problems, knob_problems
+    from .config_checks import endpoint_problems, hf_problems, knob_problems
 
     problems: List[str] = []
     problems += knob_problems(cfg, set(swept or ()))
@@ -311,6 +334,7 @@ def validate(cfg: BenchConfig, swept: Optional[Collection[str]] = None) -> None:
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         problems.append(f"name must be a plain folder name, got {cfg.name!r}")
     problems += hf_problems(cfg)
+    problems += endpoint_problems(cfg)
     if not POINT_CHECKS:
         raise RuntimeError("bench.config.validate: no stage has registered its checks; import bench.models first")
     for check in POINT_CHECKS:

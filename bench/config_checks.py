@@ -77,3 +77,70 @@ def hf_problems(cfg: "BenchConfig") -> List[str]:
                                        "e2e", "decode", "ttst"):
         out.append(f"timing.target_stage={cfg.timing.target_stage} is not a stage of an hf= point")
     return out
+
+
+#: ``endpoint.launch`` values: the servers the harness can start (bench.measure.endpoint_server).
+LAUNCHERS = ("llama_cpp",)
+IMAGE_FORMATS = ("png", "jpeg")
+
+
+def endpoint_problems(cfg: "BenchConfig") -> List[str]:
+    """An endpoint point's knobs that cannot work, said before any request is sent (the server
+    kind's name is checked against its registry in :mod:`bench.models.config_groups`)."""
+    import os
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    e = cfg.endpoint
+    if str(e.name) == "none":
+        set_ = [k for k in ("url", "launch", "gguf", "mmproj") if getattr(e, k)]
+        return [f"endpoint.{set_[0]} needs a server kind: endpoint=openai|llama_cpp|vllm|sglang"] if set_ else []
+    out: List[str] = []
+    if cfg.hf:
+        out.append("hf= and endpoint= are two kinds of point: a model in this process, or a server")
+    if e.launch is None and not e.url:
+        out.append("endpoint.url=http://HOST:PORT/v1 is needed (or endpoint.launch=llama_cpp with gguf= and mmproj=)")
+    if e.launch is not None and e.url:
+        out.append("endpoint.url and endpoint.launch exclude each other: a launched server gets its own loopback url")
+    if e.url:
+        u = urlsplit(str(e.url))
+        if u.scheme not in ("http", "https") or not u.hostname:
+            out.append(f"endpoint.url must be http://HOST:PORT/v1, got {e.url!r}")
+        else:
+            try:
+                u.port
+            except ValueError:
+                out.append(f"endpoint.url has a bad port: {e.url!r}")
+    if e.launch is not None:
+        if e.launch not in LAUNCHERS:
+            out.append(f"endpoint.launch must be one of {', '.join(LAUNCHERS)}, got {e.launch!r}")
+        if str(e.name) != "llama_cpp":
+            out.append(f"endpoint.launch={e.launch} starts llama-server: endpoint=llama_cpp, not {e.name}")
+        for key in ("gguf", "mmproj"):
+            v = getattr(e, key)
+            if not v:
+                out.append(f"endpoint.launch={e.launch} needs endpoint.{key}=PATH")
+            elif not Path(v).expanduser().is_file():
+                out.append(f"endpoint.{key}={v}: no such file")
+        if e.server_threads is not None and e.server_threads <= 0:
+            out.append(f"endpoint.server_threads must be positive, got {e.server_threads}")
+        if e.slots < 1 or e.ctx < 256:
+            out.append(f"endpoint.slots must be >= 1 and endpoint.ctx >= 256, got {e.slots} and {e.ctx}")
+    if e.image_format not in IMAGE_FORMATS:
+        out.append(f"endpoint.image_format must be png or jpeg, got {e.image_format!r}")
+    if isinstance(e.concurrency, bool) or not isinstance(e.concurrency, int) or e.concurrency < 1:
+        out.append(f"endpoint.concurrency must be a whole number >= 1, got {e.concurrency!r}")
+    if not e.timeout_s or e.timeout_s <= 0:
+        out.append(f"endpoint.timeout_s must be positive, got {e.timeout_s!r}")
+    if e.api_key_env and not os.environ.get(e.api_key_env):
+        out.append(f"endpoint.api_key_env={e.api_key_env}: that environment variable is not set (it names the "
+                   "variable holding the key; the key itself is never recorded)")
+    if cfg.batch_size != 1:
+        out.append("batch_size does not apply to an endpoint point: endpoint.concurrency is its requests in flight")
+    for key in ("tiling", "reduction", "backend"):
+        if str(getattr(cfg, key).name) not in ("none", "eager"):
+            out.append(f"{key}={getattr(cfg, key).name} does not apply to an endpoint point: the server runs its own")
+    if cfg.timing.target_stage not in ("ttft", "e2e", "ttst", "decode"):
+        out.append(f"timing.target_stage={cfg.timing.target_stage} is not a stage of an endpoint point "
+                   "(ttft, ttst, e2e)")
+    return out

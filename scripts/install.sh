@@ -147,6 +147,8 @@ print("[install] runtimes: onnxruntime %s, openvino %s, onnx %s (protobuf %s)"
       % (onnxruntime.__version__, openvino.__version__.split("-")[0], onnx.__version__, google.protobuf.__version__))
 import material, mkdocs  # noqa: F401  -- the docs extra: mkdocs build --strict (.ci/run)
 print("[install] docs: mkdocs %s, mkdocs-material %s" % (version("mkdocs"), version("mkdocs-material")))
+import gguf  # noqa: F401  -- the endpoint extra: scripts/tiny_gguf.py (docs/endpoint.md, tests/test_endpoint.py)
+print("[install] endpoint: gguf %s" % version("gguf"))
 from bench.measure.environment import stack_info
 info = stack_info()
 assert info["lock"] == "lock.txt", info

@@ -103,6 +103,13 @@ class ValidateCallback(Callback):
         self._check(config)
 
 
+def _stop_servers() -> None:
+    """Stop the llama-servers the sweep's endpoint points started; imports nothing when none did."""
+    mod = sys.modules.get("bench.measure.endpoint_server")
+    if mod is not None:
+        mod.stop_all()
+
+
 class FinishCallback(Callback):
     """At the end of a multirun: consolidate the table, print a summary, render the report."""
 
@@ -115,7 +122,11 @@ class FinishCallback(Callback):
             self.unrecorded.append(f"  {rv['status']}: {config.encoder.name}@{config.resolution} "
                                    f"{config.llm.name}: {rv.get('message', '')}")
 
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _stop_servers()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _stop_servers()  # a server the endpoint points launched (bench.measure.endpoint_server)
         root = Path(config.results_dir) / config.name
         store = ResultsStore(root)
         try:

@@ -13,7 +13,8 @@ function in its own module:
 - the backend and its stages: :func:`bench.models.backends.plan_part`;
 - decode and its KV cache: :func:`bench.models.decode.plan_part`;
 - the memory estimate: :func:`bench.models.memory.plan_part`;
-- a transformers model (``hf=``): :func:`bench.models.hf.plan.plan_part`.
+- a transformers model (``hf=``): :func:`bench.models.hf.plan.plan_part`;
+- a server (``endpoint=``): :func:`bench.models.endpoints.plan_part`.
 
 The point (:class:`~bench.results.records.PointConfig`) is the record's identity, resolved as
 before, so every existing record keeps its id and is resumed, not re-measured.
@@ -41,6 +42,7 @@ from .turns import allowed_cpus
 
 if TYPE_CHECKING:
     from ..models.encoders.base import EncoderSpec
+    from ..models.endpoints import EndpointPart
     from ..models.hf.plan import HFPart
     from ..models.llms import LLMSpec
 
@@ -93,6 +95,7 @@ class PointPlan:
     memory: Optional[WorkingSet] = None  # one iteration's working set beyond the parameters
     skip: Optional[str] = None
     hf: Optional["HFPart"] = None
+    endpoint: Optional["EndpointPart"] = None
 
     @property
     def pipeline_parts(self) -> Dict[str, Any]:
@@ -158,6 +161,8 @@ def resolve_plan(cfg: BenchConfig) -> PointPlan:
     cannot be measured for what it asks (an impossible resolution) gets ``skip`` instead.
     """
     validate(cfg)
+    if str(cfg.endpoint.name) != "none":
+        return _endpoint_plan(cfg)
     try:
         dev = resolve_device(cfg.device)
     except ValueError as exc:
@@ -245,3 +250,24 @@ def _hf_plan(cfg: BenchConfig, dev: torch.device, dt: torch.dtype, threads: Opti
     return PointPlan(point=point, device=dev, dtype=dt, threads=threads, run=_run_part(cfg),
                      decode=decode_axis.plan_part(point, None, 0, 0), image=tiling_axis.ImageSpec(w, h, resize=True),
                      hf=hf)
+
+
+def _endpoint_plan(cfg: BenchConfig) -> PointPlan:
+    """An ``endpoint=`` point: the server, the model and the image the client sends (the sample
+    photo resized to ``resolution`` square or ``image_size``); ``encoder``/``llm`` name the kind
+    and the model, ``batch_size`` is the concurrency, and the device is the server (``endpoint``)."""
+    from ..models.endpoints import plan_part
+    from ..models.endpoints.base import point_fields
+
+    part = plan_part(cfg.endpoint)
+    w, h = tiling_axis.image_wh(int(cfg.resolution), cfg.image_size)
+    keys = point_fields(part)
+    model = keys["endpoint_model"] or "default"
+    point = PointConfig(encoder=f"endpoint:{part.kind}", resolution=max(w, h), llm=f"endpoint:{model}",
+                        dtype="server", device="endpoint", batch_size=part.concurrency,
+                        prompt_tokens=cfg.prompt_tokens, attn_implementation=None, projector=None,
+                        preprocess=False, image_size=None if w == h else f"{w}x{h}",
+                        decode_tokens=int(cfg.decode_tokens), allocator=str(cfg.allocator), **keys)
+    return PointPlan(point=point, device=torch.device("cpu"), dtype=torch.float32, threads=None, run=_run_part(cfg),
+                     decode=decode_axis.plan_part(point, None, 0, 0), image=tiling_axis.ImageSpec(w, h, resize=True),
+                     endpoint=part)

@@ -93,6 +93,11 @@ class ProgressCallback(Callback):
         point = f"{config.encoder.name}@{size}px{' ' + tiling.get('name') if tiled else ''}{red} + {config.llm.name}"
         if config.get("hf"):  # a transformers model: its name and image, encoder/llm do not apply
             point = f"hf={config.hf}@{config.get('image_size') or config.resolution}px"
+        ep = config.get("endpoint") or {}
+        if ep.get("name", "none") != "none":  # a server: its kind, model, image and requests in flight
+            model = ep.get("model") or (str(ep.get("gguf") or "").rsplit("/", 1)[-1]) or "default"
+            point = (f"endpoint={ep.name} {model}@{config.get('image_size') or config.resolution}px "
+                     f"c{ep.get('concurrency', 1)}")
         print(f"[{self.started}/{self.total or '?'}] {point} | elapsed {_fmt(time.perf_counter() - self.t0)}"
               f"{eta}", file=sys.stderr, flush=True)
 

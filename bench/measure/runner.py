@@ -137,7 +137,11 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     store.consolidate()
     if rec.status == STATUS_OK:
         s = rec.stages
-        if "ttft" in s:
+        if point.endpoint:
+            from .endpoint_point import log_summary
+
+            log.info("%s: %s -> %s", point.label(), log_summary(rec), path)
+        elif "ttft" in s:
             log.info("%s: %d tokens | vision %.1f ms | projector %.2f ms | prefill %.1f ms | TTFT %.1f ms (n=%d) -> %s",
                      point.label(), rec.visual_tokens, s["vision_latency"].median, s["projector"].median,
                      s["prefill"].median, s["ttft"].median, s["ttft"].n, path)

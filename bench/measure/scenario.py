@@ -63,6 +63,10 @@ def measure_point(plan: PointPlan) -> Record:
 
     ``plan`` (:func:`~bench.measure.plan.resolve_plan`) is all it reads: the config was read
     there, once."""
+    if plan.endpoint is not None:  # a server's answers: no model is built here
+        from .endpoint_point import measure_endpoint_point
+
+        return measure_endpoint_point(plan)
     t_start = time.perf_counter()
     point, dev = plan.point, plan.device
     configure_backends(plan)

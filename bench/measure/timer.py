@@ -173,6 +173,8 @@ class StageTimer:
         self._steps: Dict[str, List[object]] = {}
         self._open: List[str] = []  # stages entered and not yet left (innermost last)
         self._begins: Dict[str, object] = {}  # this iteration's first begin mark per stage
+        self._given: Dict[str, float] = {}  # this iteration's durations given by :meth:`record`
+        self._given_steps: Dict[str, List[float]] = {}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -219,10 +221,25 @@ class StageTimer:
             return
         self._steps.setdefault(self._open[-1], []).append(self.clock.mark())
 
+    def record(self, name: str, ms: float, steps: Optional[List[float]] = None) -> None:
+        """Give stage ``name``'s duration in this iteration (and its steps), measured by the
+        workload itself (no-op outside an iteration).
+
+        For work that is not one sequence of marks in this thread: a server's streamed answers,
+        several in flight at once, each timed by its own thread on ``time.perf_counter``
+        (:mod:`bench.measure.endpoint_point`); CPU clock only. The iteration keeps these values
+        as it keeps the marks' durations, so the stopping rule and the statistics are the same."""
+        if self._marks is None:
+            return
+        self._given[name] = float(ms)
+        if steps is not None:
+            self._given_steps[name] = [float(x) for x in steps]
+
     @contextlib.contextmanager
     def iteration(self, record: bool = True) -> Iterator[Dict[str, float]]:
         """One iteration; yields a dict that holds this iteration's stage times after it ends."""
         self._marks, self._steps, self._open, self._begins = {}, {}, [], {}
+        self._given, self._given_steps = {}, {}
         times: Dict[str, float] = {}
         try:
             yield times
@@ -237,6 +254,8 @@ class StageTimer:
                 end = self._span_end(last)
                 if first in self._marks and end is not None:
                     times[span] = self.clock.elapsed_ms(self._marks[first][0], end)
+            times.update(self._given)
+            steps.update(self._given_steps)
             self.last_steps = steps
             if record:
                 for name, ms in times.items():

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Collection, List, Optional
 
-from ..config import GROUP_REGISTRARS, NO_LLM, POINT_CHECKS, BackendConf, BenchConfig, EncoderConf, LLMConf, \
-    TilingConf
+from ..config import GROUP_REGISTRARS, NO_LLM, POINT_CHECKS, BackendConf, BenchConfig, EncoderConf, EndpointConf, \
+    LLMConf, TilingConf
 
 
 def register_groups(cs) -> None:
@@ -36,6 +36,10 @@ def register_groups(cs) -> None:
         cs.store(group="tiling", name=name, node=TilingConf(name=name))
     for name in REDUCTIONS.names():
         cs.store(group="reduction", name=name, node=REDUCTIONS.get(name).Conf(name=name))
+    from .endpoints import ENDPOINTS
+
+    for name in ENDPOINTS.names() + ["none"]:  # none: an in-process point
+        cs.store(group="endpoint", name=name, node=EndpointConf(name=name))
 
 
 def check_point(cfg: BenchConfig, swept: Optional[Collection[str]], problems: List[str]) -> None:
@@ -47,6 +51,19 @@ def check_point(cfg: BenchConfig, swept: Optional[Collection[str]], problems: Li
     from .llms import LLMS
     from .tiling import TILINGS
 
+    if str(cfg.endpoint.name) != "none":  # a server: none of our models is built
+        from .endpoints import ENDPOINTS
+
+        if cfg.endpoint.name not in ENDPOINTS:
+            problems.append(f"unknown endpoint kind {cfg.endpoint.name!r}; valid: {', '.join(ENDPOINTS.names())}")
+        if cfg.image_size is not None:
+            from .tiling import parse_image_size
+
+            try:
+                parse_image_size(cfg.image_size)
+            except ValueError as exc:
+                problems.append(str(exc))
+        return
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
                              ("tiling", TILINGS, cfg.tiling.name)):
         if value not in reg and not (kind == "llm" and value == NO_LLM):

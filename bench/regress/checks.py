@@ -44,8 +44,9 @@ def registry_token_count(encoder: str, resolution: int) -> int:
 def row_token_count(row: Mapping[str, Any], count: "TokenCounter") -> int:
     """A row's analytical count: ``count(encoder, resolution)`` untiled; a tiled row's merged
     count from its tiling knobs (bench.models.tiling), which the encoder's formula does not know."""
-    if normalize_value(row.get("hf")):  # a transformers point: its processor's placeholder count,
-        return int(normalize_value(row.get("visual_tokens")))  # which its forward must fill (measured)
+    if normalize_value(row.get("hf")) or normalize_value(row.get("endpoint")):  # a transformers point: its
+        # processor's placeholder count, which its forward must fill; a server: the image tokens it counted
+        return int(normalize_value(row.get("visual_tokens")))
     tiling = normalize_value(row.get("tiling")) or "none"
     enc, res = str(normalize_value(row.get("encoder"))), int(normalize_value(row.get("resolution")))
     if tiling == "none":

@@ -27,6 +27,7 @@ from ..analysis.reference import PAPER_DEVICE, paper_accuracy_long, paper_vlm_po
 from ..results.store import load_table
 from . import figures as F
 from . import decode_figures  # noqa: F401  (registers the decode and throughput figures)
+from . import endpoint_figures  # noqa: F401  (registers the endpoint TTFT figure)
 from . import reduction_figures  # noqa: F401  (registers the token-reduction figures)
 from . import fidelity_figures  # (registers the hf= fidelity figure; its tables below)
 from .frames import Section, _cols, _with_labels

@@ -48,6 +48,7 @@ POINT_KEYS = (
     "backend", "backend_stages", "backend_options",
     "hf", "hf_fingerprint", "hf_options",
     "allocator",
+    "endpoint", "endpoint_server", "endpoint_model", "endpoint_options",
 )
 
 #: Point keys added after schema 1, with the value every schema-1 record implicitly had. A key
@@ -58,12 +59,22 @@ _LATER_KEYS = {"projector": "mlp2x_gelu", "checkpoint": None, "checkpoint_finger
                "extra_work_stage": None, "extra_work_matmuls": 0,
                "tiling": "none", "tile_size": None, "image_size": None, "reduction": "none", "reduction_params": None,
                "backend": "eager", "backend_stages": None, "backend_options": None,
-               "decode_tokens": 0, "hf": None, "hf_fingerprint": None, "hf_options": None, "allocator": "glibc"}
+               "decode_tokens": 0, "hf": None, "hf_fingerprint": None, "hf_options": None, "allocator": "glibc",
+               "endpoint": None, "endpoint_server": None, "endpoint_model": None, "endpoint_options": None}
 
 #: Fields that say which configuration a row is, for joins with accuracy.
 CONFIG_KEYS = ("encoder", "resolution", "llm")
 
 STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
+
+#: An endpoint point's flat columns (``endpoint_<key>``), medians over its requests where a
+#: server says them: its prompt tokens, the image's tokens (prompt tokens less a text-only
+#: request's), its prompt (prefill, image encode included) and per-token decode times, the image
+#: encode time from a launched server's log, output tokens per answer, and how the length was
+#: held fixed (ignore_eos ...) and the prompt cache kept out, and the model name that answered.
+ENDPOINT_COLUMNS = ("prompt_tokens", "image_tokens", "text_prompt_tokens", "server_prompt_ms",
+                    "server_decode_per_token_ms", "server_image_encode_ms", "output_tokens", "fixed_output",
+                    "cache", "served_model")
 
 #: Runtime versions a backend point records (``env_<name>`` columns; ``compare`` warns when
 #: the two sides differ in any of them).
@@ -138,6 +149,14 @@ class PointConfig:
     #: The measuring process's memory allocator (bench.measure.allocator); records made before
     #: the knob existed were measured under glibc as found.
     allocator: str = "glibc"
+    #: An endpoint point (docs/endpoint.md): the server kind (openai | llama_cpp | vllm | sglang),
+    #: the server (its url, or ``launch:llama_cpp:<version>``), the model (its name, or the
+    #: launched GGUF's file name) and the knobs that change what is measured (image format; a launched
+    #: server's files' fingerprints, threads, slots, context). ``batch_size`` is the concurrency.
+    endpoint: Optional[str] = None
+    endpoint_server: Optional[str] = None  # the url, or launch:llama_cpp:<version> (null in process)
+    endpoint_model: Optional[str] = None  # the served model's name or the launched GGUF's file name (null in process)
+    endpoint_options: Optional[str] = None  # key=value, sorted (null in process)
 
     def __post_init__(self):
         # ``compile=true`` predates the backend axis: records made with it say backend=compile.
@@ -159,6 +178,9 @@ class PointConfig:
             opts = f" {self.hf_options}" if self.hf_options else ""
             out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
             return f"{self.encoder}@{size}{opts} [{self.dtype}/{self.device} b{self.batch_size}{out}]"
+        if self.endpoint:
+            out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
+            return f"{self.endpoint}:{self.endpoint_model or 'default'}@{size} [c{self.batch_size}{out}]"
         tiled = f" {self.tiling}" if self.tiling != "none" else ""
         red = "" if self.reduction == "none" else f" {self.reduction}{self.reduction_params or ''}"
         out = f" +{self.decode_tokens}tok" if self.decode_tokens else ""
@@ -273,6 +295,11 @@ class Record:
     #: sequence, text, image_text_tokens: placeholders plus tag tokens where the processor adds
     #: them) and input shapes. Empty for composed points.
     hf_info: Dict[str, Any] = field(default_factory=dict)
+    #: Endpoint points (bench.measure.endpoint_point): the server's own numbers per request
+    #: (prompt tokens, prompt and decode ms, image-encode ms from a launched server's log), the
+    #: text-only request's prompt tokens, how the answer's length was held and the cache kept
+    #: out, the raw per-request samples. Empty in process.
+    endpoint_info: Dict[str, Any] = field(default_factory=dict)
     #: How the point was measured (timing.*, count_flops, measure_peak, memory_headroom):
     #: not part of the point id (see POINT_KEYS), recorded so the table says it.
     settings: Dict[str, Any] = field(default_factory=dict)
@@ -356,6 +383,9 @@ class Record:
         row.update(hf_model_type=hi.get("model_type"), hf_class=hi.get("class"), hf_weights=hi.get("weights"),
                    hf_sequence_tokens=hi.get("sequence_tokens"), hf_image_text_tokens=hi.get("image_text_tokens"),
                    hf_vision_layers=hi.get("vision_layers"))
+        ei = self.endpoint_info or {}
+        for key in ENDPOINT_COLUMNS:
+            row[f"endpoint_{key}"] = ei.get(key)
         row["pipeline"] = " > ".join(f"{k}:{v}" for k, v in self.pipeline.items()) or None
         row["device_name"] = self.device_info.get("name")
         for key in ("torch", "timm", "transformers", "python", "git_commit", "host", "cpu_threads", "lock",
