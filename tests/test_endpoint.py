@@ -100,6 +100,10 @@ def test_two_image_sizes_through_the_cli(tiny, tmp_path):
         assert info["server_cpus"] == [min(os.sched_getaffinity(0))]  # pinned: endpoint.server_threads=1
         assert "api_key" not in json.dumps(r).lower().replace("api_key_env", "")
     assert list((tmp_path / "reports" / "ep").rglob("endpoint_ttft.png")), "the report has no endpoint figure"
+    md = next((tmp_path / "reports" / "ep").rglob("report.md")).read_text()
+    # a server has no in-process stages: no empty vision-latency or TTFT-breakdown sections for it
+    assert "## Vision-encoder latency vs resolution" not in md and "## TTFT breakdown" not in md
+    assert "Every measured row is encoder-only" not in md
     assert not _servers_running(str(tiny[1])), "a llama-server outlived the sweep"
     _downstream(results / "ep", tmp_path)
 

@@ -364,8 +364,18 @@ def ttft_heatmap(ok: pd.DataFrame, out_dir: Path, name: str = "ttft_heatmap") ->
     return out
 
 
+def in_process(ok: pd.DataFrame) -> pd.DataFrame:
+    """The rows measured in this process (not ``endpoint=`` servers): only they have the
+    vision, projector and prefill stages that the stage figures and tables draw; a server's TTFT
+    has its own section (bench.report.endpoint_figures)."""
+    return ok[ok["endpoint"].isna()] if "endpoint" in ok.columns else ok
+
+
 @register_figure("Vision-encoder latency vs resolution")
 def vision_latency_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    ok = in_process(ok)
+    if "vision_latency_ms" not in ok or not ok["vision_latency_ms"].notna().any():
+        return []
     return [(vs_resolution(ok, "vision_latency_ms", "vision-encoder latency (ms, median)",
                            "Vision-encoder latency vs input resolution", fig_dir, "vision_latency_vs_resolution",
                            err=("vision_latency_p10_ms", "vision_latency_p90_ms"), log_y=True),
@@ -386,6 +396,7 @@ def _has_ttft(ok: pd.DataFrame) -> bool:
 
 @register_figure("TTFT breakdown")
 def ttft_breakdown_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    ok = in_process(ok)
     if not _has_ttft(ok):
         return []
     return [(ttft_breakdown(ok, fig_dir),
@@ -394,6 +405,7 @@ def ttft_breakdown_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
 
 @register_figure("TTFT over LLM size x resolution")
 def ttft_heatmap_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
+    ok = in_process(ok)
     if not _has_ttft(ok):
         return []
     return [(png, "TTFT median (ms) per LLM and input resolution; grey cells were not measured.")

@@ -123,8 +123,9 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     ok = df[df["status"] == "ok"].copy()
     # encoder-only rows (llm=none) have no TTFT: the TTFT sections show the rows that have one,
     # and a report of encoder-only rows alone plots accuracy against vision latency
-    llm_rows = ok[pd.to_numeric(ok["ttft_ms"], errors="coerce").notna()] if "ttft_ms" in ok else ok.iloc[:0]
-    no_ttft = "Every measured row is encoder-only (llm=none): there is no TTFT to show." if len(ok) and \
+    inproc = F.in_process(ok)  # endpoint= servers have no stages here: their TTFT has its own section
+    llm_rows = inproc[pd.to_numeric(inproc["ttft_ms"], errors="coerce").notna()] if "ttft_ms" in ok else ok.iloc[:0]
+    no_ttft = "Every measured row is encoder-only (llm=none): there is no TTFT to show." if len(inproc) and \
         not len(llm_rows) else ""
 
     accuracy_files = list(accuracy_files)
@@ -233,8 +234,9 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
     vcols = _cols(ok, ["encoder", "setting", "resolution", "llm", "vision_latency_ms", "vision_latency_p10_ms",
                        "vision_latency_p90_ms", "vision_latency_n", "vision_latency_gflops",
                        "vision_latency_achieved_tflops", "vision_params"])
-    sec.tables.append(("Vision-encoder latency (ms)", ok[vcols].sort_values(["encoder", "resolution"])))
-    sections.append(sec)
+    if len(inproc):
+        sec.tables.append(("Vision-encoder latency (ms)", inproc[vcols].sort_values(["encoder", "resolution"])))
+        sections.append(sec)
 
     # -------- deployment runtimes (bench.models.backends): only when the sweep has several
     bt = backend_table(ok)
@@ -281,7 +283,8 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
         bd.insert(list(bd.columns).index("ttft_ms"), "sum_of_stages_ms",
                   bd[_cols(bd, stage_cols)].sum(axis=1, min_count=1))
     sec.tables.append(("TTFT breakdown (ms, medians)", bd.sort_values("ttft_ms") if len(bd) else bd))
-    sections.append(sec)
+    if len(inproc):
+        sections.append(sec)
 
     # -------- heat map
     sec = Section("TTFT over LLM size x resolution", text=no_ttft)
@@ -290,7 +293,8 @@ def _render_report(results_dir: PathLike, out_dir: Optional[PathLike] = None,
                              aggfunc="median").reset_index()
         piv.columns = [f"ttft_ms@{c}px" if isinstance(c, (int, np.integer)) else c for c in piv.columns]
         sec.tables.append(("TTFT median (ms) by LLM and resolution", piv))
-    sections.append(sec)
+    if len(inproc):
+        sections.append(sec)
 
     # -------- decode: TTFT and E2E side by side (only where points decoded)
     dec = ok[pd.to_numeric(ok["e2e_ms"], errors="coerce").notna()] if "e2e_ms" in ok.columns else ok.iloc[0:0]
