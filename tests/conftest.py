@@ -14,11 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(args, cwd=None, timeout=600, env=None):
-    """Run ``python -m bench ARGS`` for real; returns the CompletedProcess."""
+    """Run ``python -m bench ARGS`` for real; returns the CompletedProcess.
+
+    Without extra ``env``, in a process forked from one that has done the imports
+    (tests/forkserver.py: the same program, arguments, folder and environment, seconds sooner);
+    with it, or with ``FASTVLM_TESTS_FRESH_PROCESS=1``, in a fresh interpreter."""
+    import forkserver
+
     e = dict(os.environ)
     e.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         e.update(env)
+    elif forkserver.same_environment(e):
+        return forkserver.server().run(args, cwd or ROOT, e, timeout)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
 
