@@ -25,8 +25,8 @@ def run_cli(args, cwd=None, timeout=600, env=None):
     e.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         e.update(env)
-    elif forkserver.same_environment(e):
-        return forkserver.server().run(args, cwd or ROOT, e, timeout)
+    elif forkserver.server(e) is not None:
+        return forkserver.server(e).run(args, cwd or ROOT, e, timeout)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
 

@@ -5,15 +5,16 @@ transformers, Hydra and pandas before it reads its arguments (5-10 s of one core
 tiny sweep or the refused config it then runs). A fork server imports them once and forks a
 child per run; the child is a real process running the real program (``bench.cli.entry``, what
 ``python -m bench`` and the console script call) with the run's arguments as ``sys.argv``, its
-own working folder, environment, umask, stdin, stdout and stderr, signals and exit status. What it does
-not repeat is the imports, which a fresh start still checks wherever that is the point: every
-test that starts ``python -m bench`` with ``subprocess`` (the signal and kill tests, the
-interleaved pairs, the launchers' jobs, the plugin), the installed wheel's console script
+own working folder, environment, umask, stdin, stdout and stderr, signals and exit status.
+What it does not repeat is the imports, which a fresh start still checks wherever that is the
+point: every test that starts ``python -m bench`` with ``subprocess`` (the signal and kill tests,
+the interleaved pairs, the launchers' jobs, the plugin), the installed wheel's console script
 (tests/test_install.py), tests/test_registry.py's import check, and .ci/run's gate sweeps.
 
-:func:`tests.conftest.run_cli` forks only where a fresh start would see the same thing: no extra
-environment and the environment unchanged since the server started (a library reads some
-variables when it is imported). ``FASTVLM_TESTS_FRESH_PROCESS=1`` turns it off.
+:func:`tests.conftest.run_cli` forks only where a fresh start would see the same thing: a run
+with no extra environment, from a server started with this process's environment as it is now
+(a library reads some variables when it is imported; the server starts again if it has
+changed). ``FASTVLM_TESTS_FRESH_PROCESS=1`` turns it off.
 
 ``bench.app`` is not imported by the server: it draws the id of a run's Hydra folder from the
 pid when imported, so each child imports it itself (milliseconds, its dependencies are loaded).
@@ -192,31 +193,40 @@ class ForkedRun:
 
 _SERVER: Optional[ForkServer] = None
 
+#: Variables a run's environment may differ in from the server's: ``PYTHONUNBUFFERED``, which a
+#: fresh start reads and a forked child only keeps (its output goes to files, read once it has
+#: ended), pytest's name of the current test, and ``HYDRA_FULL_ERROR``, which the CLI sets in its
+#: own process (a test calling ``bench.cli.main`` leaves it in this one) and Hydra reads when it
+#: fails, not when it is imported. The child's environment is the run's own, so they still count.
+_ANY_VALUE = ("PYTHONUNBUFFERED", "PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR")
 
-def server() -> Optional[ForkServer]:
-    """This process's fork server, started on first use; None when runs must start afresh."""
+
+def _normal(env: Dict[str, str]) -> Dict[str, str]:
+    """``env`` as a fresh start has it once under the default allocator (glibc_held's variables,
+    which ``bench.cli.main`` called in this process adds to it, come out the same either way)."""
+    from bench.measure import allocator
+
+    return {k: v for k, v in allocator.child_env(allocator.DEFAULT, env).items() if k not in _ANY_VALUE}
+
+
+def server(env: Optional[Dict[str, str]] = None) -> Optional[ForkServer]:
+    """This process's fork server, started on first use; None when runs must start afresh
+    (``FASTVLM_TESTS_FRESH_PROCESS=1``). Given the environment of a run: a server started with
+    that environment, so started again when it has changed since (a library in this process may
+    set a variable that libraries read when imported: a fresh start would see it too)."""
     global _SERVER
     if os.environ.get("FASTVLM_TESTS_FRESH_PROCESS") == "1":
         return None
+    if _SERVER is not None and env is not None and _normal(env) != _normal(_SERVER.env):
+        if os.environ.get("FASTVLM_TESTS_FORK_DEBUG"):
+            old, new = _normal(_SERVER.env), _normal(env)
+            print(f"forkserver: environment changed ({sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))}); "
+                  "starting the server again", file=sys.stderr)
+        _SERVER.close()
+        _SERVER = None
     if _SERVER is None:
         import atexit
 
         _SERVER = ForkServer()
         atexit.register(_SERVER.close)
     return _SERVER
-
-
-#: Variables a run's environment may differ in from the server's: ``PYTHONUNBUFFERED``, which a
-#: fresh start reads and a forked child only keeps (its output goes to files, read once it has
-#: ended), and pytest's name of the current test.
-_ANY_VALUE = ("PYTHONUNBUFFERED", "PYTEST_CURRENT_TEST")
-
-
-def same_environment(env: Dict[str, str]) -> bool:
-    """True when ``env`` is what the server started with, but for :data:`_ANY_VALUE`."""
-    srv = server()
-    if srv is None:
-        return False
-    strip = lambda e: {k: v for k, v in e.items() if k not in _ANY_VALUE}  # noqa: E731
-    return strip(env) == strip(srv.env)
-

@@ -121,8 +121,8 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
             f"resolution={res}", "timing.min_repeats=1", "count_flops=false", "measure_peak=false", "threads=1"]
     root = tmp_path / "k9"
     env = dict(os.environ)
-    if forkserver.same_environment(env):
-        server = forkserver.server()
+    server = forkserver.server(env)
+    if server is not None:
 
         def launch():
             return server.start(args, ROOT, env, os.devnull, os.devnull)
