@@ -141,7 +141,20 @@ def test_incomparable_sides_warn_and_strict_refuses(runs):
     assert "Traceback" not in p.stderr
 
 
-def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path):
+@pytest.fixture
+def own_encoders():
+    """Encoders a test registers in this process are taken out again afterwards: a later test on
+    the same worker (tests/test_list.py) compares this process's registry with what a fresh
+    ``fastvlm-bench list`` prints, which knows nothing of them."""
+    from bench.models.encoders import ENCODERS
+
+    before = set(ENCODERS.names())
+    yield
+    for name in set(ENCODERS.names()) - before:
+        del ENCODERS._items[name]
+
+
+def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path, own_encoders):
     """A test-registry encoder whose analytical formula misses a stride-2 stage: the records say
     4x the tokens the model produces. Comparing the formula with itself (the old gate) passed;
     the gate now checks the count measured on the forward pass and fails."""
@@ -224,7 +237,7 @@ def test_other_processes_cpu_use_counts_a_neighbour_and_not_our_own_children(tmp
     assert child < 0.25, child
 
 
-def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path):
+def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path, own_encoders):
     """bf16/fp16 placeholder weights can overflow; inf/NaN arithmetic can be faster than real
     arithmetic, so such a point must not be timed. An encoder in a test registry whose output is
     inf: the check on the first warm-up iteration turns the point into an ``error`` record."""
