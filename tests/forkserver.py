@@ -105,10 +105,12 @@ class ForkServer:
         # under the default allocator, whose settings glibc reads when a process starts. A forked
         # run of the default allocator is then under it already; a run asking for another one
         # starts itself again under that one, as a fresh start does.
+        # unbuffered bytes: a line the server wrote is either still in the pipe, where select()
+        # sees it, or read; a buffered reader could hold the exit status unseen by select()
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True,
+                                     stdout=subprocess.PIPE, bufsize=0,
                                      env=allocator.child_env(allocator.DEFAULT, self.env))
-        line = self.proc.stdout.readline().strip()
+        line = self.proc.stdout.readline().decode(errors="replace").strip()
         if line != "ready":
             self.proc.kill()
             raise RuntimeError(f"the fork server did not start (it said {line!r})")
@@ -152,8 +154,9 @@ class ForkedRun:
 
     def __init__(self, server: ForkServer, request: dict):
         self.server, self.returncode = server, None
-        server.proc.stdin.write(json.dumps(request) + "\n")
-        server.proc.stdin.flush()
+        data = (json.dumps(request) + "\n").encode()
+        while data:  # a raw pipe may take part of it
+            data = data[server.proc.stdin.write(data):]
         self.pid = int(server.proc.stdout.readline())
 
     def poll(self) -> Optional[int]:
