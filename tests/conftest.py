@@ -14,11 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(args, cwd=None, timeout=600, env=None):
-    """Run ``python -m bench ARGS`` for real; returns the CompletedProcess."""
+    """Run ``python -m bench ARGS`` for real; returns the CompletedProcess.
+
+    Without extra ``env``, in a process forked from one that has done the imports
+    (tests/forkserver.py: the same program, arguments, folder and environment, seconds sooner);
+    with it, or with ``FASTVLM_TESTS_FRESH_PROCESS=1``, in a fresh interpreter."""
+    import forkserver
+
     e = dict(os.environ)
     e.setdefault("PYTHONUNBUFFERED", "1")
     if env:
         e.update(env)
+    elif forkserver.server(e) is not None:
+        return forkserver.server(e).run(args, cwd or ROOT, e, timeout)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
 
@@ -47,13 +55,16 @@ def results_dir(tmp_path):
     return tmp_path / "results"
 
 
-#: Seconds each slow module took in CI (junit of 2026-12-06, one process). With two workers and
-#: ``--dist loadscope`` a module runs on one worker, in collection order, so the longest go
-#: first (longest-processing-time scheduling): a long module started last would leave the other
-#: worker idle at the end. Unlisted modules count as short; the figures only order, never skip.
-MODULE_SECONDS = {"test_reliability3": 800, "test_store": 500, "test_reliability": 425, "test_sweep_cli": 330,
-                  "test_allocator": 310, "test_hf": 265, "test_slurm": 210, "test_rigor": 180,
-                  "test_tokens": 125, "test_install": 120, "test_lmms_eval_run": 110, "test_read_checks": 90}
+#: Seconds each slow module took in a full run (2026-12-07: two workers, the Slurm tests in the
+#: same run, a shared host). With two workers and ``--dist loadscope`` a module runs on one
+#: worker, in collection order, so the longest go first (longest-processing-time scheduling): a
+#: long module started last would leave the other worker idle at the end. test_slurm is the
+#: longest and waits on the scheduler and on its jobs much of the time, which the other worker
+#: fills. Unlisted modules count as short; the figures only order, never skip.
+MODULE_SECONDS = {"test_slurm": 370, "test_reliability3": 220, "test_sweep_cli": 160, "test_hf": 130,
+                  "test_install": 125, "test_resume_old_results": 115, "test_lmms_eval_run": 115, "test_tokens": 115,
+                  "test_rigor": 100, "test_store": 100, "test_reliability": 65, "test_report": 65,
+                  "test_allocator": 60, "test_decode": 60, "test_checkpoint": 55}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,6 +126,18 @@ def pytest_xdist_auto_num_workers(config):
     cores = len(os.sched_getaffinity(0))
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return max(1, min(cores, 4, int(mem_gib // 6)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """``FASTVLM_REQUIRE_SLURM=1`` (.ci/run, which starts the cluster): a ``slurm`` test that skips
+    (no cluster, no idle node) fails instead, so that CI cannot pass without running them."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and item.get_closest_marker("slurm") and os.environ.get("FASTVLM_REQUIRE_SLURM") == "1":
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else rep.longrepr
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped, but FASTVLM_REQUIRE_SLURM=1 requires the Slurm tests to run: {reason}"
 
 
 def pytest_runtest_setup(item):

@@ -11,8 +11,9 @@ from bench.config import Allocator
 from bench.measure import allocator as A
 from conftest import FAST, run_cli
 
-# serial (tests/conftest.py): the order run compares a point measured first and after a large LLM; a neighbour's work would distort it.
-pytestmark = pytest.mark.serial
+# serial (tests/conftest.py) only the order run, which compares a point measured first and after a
+# large LLM (a neighbour's work would distort it); the others check records, errors and compare's
+# flags, not times.
 
 
 def _installed(name: str) -> str:
@@ -168,6 +169,7 @@ def _order_run(tmp_path):
         ratios, ""
 
 
+@pytest.mark.serial
 @pytest.mark.benchmark
 def test_a_point_measures_the_same_first_and_after_a_large_llm(tmp_path):
     """The order run above, once more in a fresh folder when the first disagrees: glibc as found

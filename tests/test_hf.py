@@ -18,8 +18,9 @@ import pytest
 from conftest import ROOT, run_cli
 from helpers_hf import SHIPPED, two_layer
 
-# serial (tests/conftest.py): stages must sum to TTFT within 5 % in the same iterations; a neighbour's work would distort it.
-pytestmark = pytest.mark.serial
+# serial (tests/conftest.py), the tests of the shared sweep (hf_sweep, measured by the first of
+# them): stages must sum to TTFT within 5 % in the same iterations; a neighbour's work would
+# distort it. The others check tokens, weights and errors, not times, and run beside other tests.
 
 FAMILIES = ("llava_onevision_0.5b", "qwen2_5_vl_3b", "smolvlm_256m", "fastvlm_0.5b", "gemma3_4b")
 QUICK = ["sweep=none", "report=false", "timing=quick", "measure_peak=false"]
@@ -61,6 +62,7 @@ def test_shipped_folders_equal_the_generator(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("name", FAMILIES)
 def test_each_family_measures_its_processors_tokens_and_stages(hf_sweep, name):
     folders, recs = hf_sweep
@@ -87,6 +89,7 @@ def test_each_family_measures_its_processors_tokens_and_stages(hf_sweep, name):
     assert f["ttft"] >= f["vision_latency"] > 0 and f["prefill"] > 0
 
 
+@pytest.mark.serial
 def test_onevision_384_gives_1485_tokens_from_the_forward(hf_sweep):
     """The issue's headline: OneVision at 384 px is 1485 visual tokens (729 base + 729 grid, unpad,
     newlines), from the processor, equal to what the model's forward fills."""
@@ -268,6 +271,7 @@ def test_fidelity_points_name_the_shipped_pairs():
         assert len(ours) == 1, meta_path.parent.name
 
 
+@pytest.mark.serial
 def test_resume_report_compare_and_gate_work_on_hf_points(hf_sweep, tmp_path):
     """The same command again re-measures nothing; report, compare and the gate's token check
     read hf rows like any other (the gate's count is the processor's, checked against the forward)."""

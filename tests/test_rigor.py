@@ -25,8 +25,10 @@ from bench.measure.extra_work import extra_work_ms
 from bench.regress.compare import PAIR_NOISE_FLOOR
 from conftest import ROOT, run_cli
 
-# serial (tests/conftest.py): disturbed/interleaved points are judged from times measured in one run; a neighbour's work would distort it.
-pytestmark = pytest.mark.serial
+# serial (tests/conftest.py), the tests of the interleaved runs (the ``runs`` fixture, made by the
+# first of them) and of other processes' CPU use: judged from times measured in one run; a
+# neighbour's work would distort them. The gate's token check, the non-finite check and the
+# busy-CPU run (whose own hog makes every target out of reach) assert on no neighbour-free time.
 
 POINT = ["sweep=none", "encoder=tiny_convnext", "llm=qwen2_tiny", "resolution=256", "device=cpu", "threads=1",
          "report=false", "count_flops=false", "measure_peak=false", "timing.max_seconds=4",
@@ -74,6 +76,7 @@ def _compare(runs, base, cand, *extra):
     return p, data, next(c for c in data["comparisons"] if c["metric"] == "vision_latency")
 
 
+@pytest.mark.serial
 def test_interleaved_runs_took_turns(runs):
     import pandas as pd
 
@@ -82,6 +85,7 @@ def test_interleaved_runs_took_turns(runs):
         assert row["turns_taken"] >= 1, (name, row["turns_taken"])  # the other process had turns meanwhile
 
 
+@pytest.mark.serial
 def test_a_real_slowdown_of_one_stage_is_flagged(runs):
     p, data, vis = _compare(runs, str(runs["c"]), str(runs["slow"]))
     assert p.returncode == 1, p.stdout[-3000:]
@@ -89,6 +93,7 @@ def test_a_real_slowdown_of_one_stage_is_flagged(runs):
     assert vis["noise_floor"] == PAIR_NOISE_FLOOR, vis
 
 
+@pytest.mark.serial
 def test_the_same_configuration_run_again_is_not_flagged(runs):
     p, data, vis = _compare(runs, str(runs["a"]), str(runs["again"]))
     assert p.returncode == 0, p.stdout[-3000:]
@@ -96,6 +101,7 @@ def test_the_same_configuration_run_again_is_not_flagged(runs):
     assert "REGRESSION" not in p.stdout and "improved" not in p.stdout
 
 
+@pytest.mark.serial
 def test_runs_made_one_after_the_other_get_the_single_run_floor(runs):
     """a and c were made minutes apart: their interval cannot see the drift between them."""
     from bench.regress.compare import SINGLE_RUN_NOISE_FLOOR
@@ -104,6 +110,7 @@ def test_runs_made_one_after_the_other_get_the_single_run_floor(runs):
     assert not vis["interleaved"] and vis["noise_floor"] == SINGLE_RUN_NOISE_FLOOR, vis
 
 
+@pytest.mark.serial
 def test_several_runs_per_side_are_resampled_as_runs(runs):
     from bench.regress.compare import SINGLE_RUN_NOISE_FLOOR
 
@@ -112,6 +119,7 @@ def test_several_runs_per_side_are_resampled_as_runs(runs):
     assert vis["noise_floor"] == SINGLE_RUN_NOISE_FLOOR  # the candidate has one run
 
 
+@pytest.mark.serial
 def test_several_pairs_are_compared_across_pairs(runs):
     """a || again and c || slow as two pairs of one A/B: each base run is paired with the
     candidate run that shared its turn file. Student's t over two pairs that disagree (about
@@ -123,6 +131,7 @@ def test_several_pairs_are_compared_across_pairs(runs):
     assert vis["ci_low"] < 1.0 < vis["ci_high"] and vis["verdict"] == "unchanged", vis
 
 
+@pytest.mark.serial
 def test_incomparable_sides_warn_and_strict_refuses(runs):
     other = _sweep(runs["root"], "t2", "threads=2")
     p = run_cli(["compare", str(runs["a"]), str(other)])
@@ -132,7 +141,20 @@ def test_incomparable_sides_warn_and_strict_refuses(runs):
     assert "Traceback" not in p.stderr
 
 
-def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path):
+@pytest.fixture
+def own_encoders():
+    """Encoders a test registers in this process are taken out again afterwards: a later test on
+    the same worker (tests/test_list.py) compares this process's registry with what a fresh
+    ``fastvlm-bench list`` prints, which knows nothing of them."""
+    from bench.models.encoders import ENCODERS
+
+    before = set(ENCODERS.names())
+    yield
+    for name in set(ENCODERS.names()) - before:
+        del ENCODERS._items[name]
+
+
+def test_gate_fails_an_encoder_whose_token_formula_is_wrong(tmp_path, own_encoders):
     """A test-registry encoder whose analytical formula misses a stride-2 stage: the records say
     4x the tokens the model produces. Comparing the formula with itself (the old gate) passed;
     the gate now checks the count measured on the forward pass and fails."""
@@ -184,6 +206,7 @@ def test_disturbed_or_wide_points_are_flagged_in_the_record_and_the_report(tmp_p
     assert "Measurement quality" in md and "budget" in md
 
 
+@pytest.mark.serial
 def test_other_processes_cpu_use_counts_a_neighbour_and_not_our_own_children(tmp_path):
     """The record's ``device_info`` share of the CPUs used by other processes: a busy process
     that is not ours counts; our own busy child (as torch.compile's compile workers are) does
@@ -214,7 +237,7 @@ def test_other_processes_cpu_use_counts_a_neighbour_and_not_our_own_children(tmp
     assert child < 0.25, child
 
 
-def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path):
+def test_a_point_whose_outputs_are_not_finite_is_an_error_not_a_timing(tmp_path, own_encoders):
     """bf16/fp16 placeholder weights can overflow; inf/NaN arithmetic can be faster than real
     arithmetic, so such a point must not be timed. An encoder in a test registry whose output is
     inf: the check on the first warm-up iteration turns the point into an ``error`` record."""

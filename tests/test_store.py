@@ -98,7 +98,12 @@ def _check_store_after_kill(root, finished_before):
 
 
 def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
-    """SIGKILL a running local sweep 12 times at seeded random moments; resume after each kill."""
+    """SIGKILL a running local sweep 12 times at seeded random moments; resume after each kill.
+
+    Each run is a process forked from one that has done the imports (tests/forkserver.py): what
+    a kill -9 can tear is written by the run (records, tables, Hydra's folders), never by the
+    imports, and a forked run writes its first record a second or two after it starts instead of
+    ~10 s (12 fresh starts took 289 s in CI). ``FASTVLM_TESTS_FRESH_PROCESS=1``: fresh processes."""
     import random
     import shutil
     import signal
@@ -108,27 +113,38 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
 
     from conftest import ROOT, TINY
 
+    import forkserver
+
     rng = random.Random(10)
     res = ",".join(str(16 * k) for k in range(2, 26))  # 24 tiny points, milliseconds each
-    args = [sys.executable, "-m", "bench", "-m", *TINY, "name=k9", f"results_dir={tmp_path}", "encoder=tiny_vit",
+    args = ["-m", *TINY, "name=k9", f"results_dir={tmp_path}", "encoder=tiny_vit",
             f"resolution={res}", "timing.min_repeats=1", "count_flops=false", "measure_peak=false", "threads=1"]
     root = tmp_path / "k9"
+    env = dict(os.environ)
+    server = forkserver.server(env)
+    if server is not None:
+
+        def launch():
+            return server.start(args, ROOT, env, os.devnull, os.devnull)
+    else:
+        def launch():
+            return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
     finished, kills, hits, t0 = {}, 0, 0, time.monotonic()
 
     def n_records():
         return len(list((root / "records").glob("*.json"))) if (root / "records").is_dir() else 0
 
     startup = None  # seconds from launch to the first record, measured by the first run
-    # Two kinds of moment, alternating. A blind one (a random time around the end of start-up and
-    # into the first points) can land anywhere, start-up included. A watched one waits for this
-    # process's first new record, then kills at a random moment of the next second, while it
-    # writes further records and tables: on a slow, shared CI host the blind ones alone hit a
-    # writing sweep only 4 times in 20 (start-up varies run to run), so two in three are aimed at
-    # writes. Each kill costs a start-up (~10 s of imports): 20 kills took 491 s in CI, so 12,
-    # and the cap only stops a sweep that hangs.
-    while kills < 12 and time.monotonic() - t0 < 900:
+    # Two kinds of moment, alternating. A blind one (a random time around the end of start-up
+    # and into the first points) can land anywhere, start-up included. A watched one waits for
+    # this process's first new record, then kills at a random moment of the next second, while
+    # it writes further records and tables: on a slow, shared CI host the blind ones alone hit a
+    # writing sweep only 4 times in 20 (start-up varies run to run), so two in three are aimed
+    # at writes. The cap only stops a sweep that hangs.
+    while kills < 12 and time.monotonic() - t0 < 600:
         n0 = n_records()
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = launch()
         if startup is None or kills % 3 != 0:
             t_launch = time.monotonic()
             while n_records() == n0 and proc.poll() is None and time.monotonic() - t_launch < 120:
