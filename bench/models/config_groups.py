@@ -56,13 +56,7 @@ def check_point(cfg: BenchConfig, swept: Optional[Collection[str]], problems: Li
 
         if cfg.endpoint.name not in ENDPOINTS:
             problems.append(f"unknown endpoint kind {cfg.endpoint.name!r}; valid: {', '.join(ENDPOINTS.names())}")
-        if cfg.image_size is not None:
-            from .tiling import parse_image_size
-
-            try:
-                parse_image_size(cfg.image_size)
-            except ValueError as exc:
-                problems.append(str(exc))
+        problems.extend(_image_size_problems(cfg))
         return
     for kind, reg, value in (("encoder", ENCODERS, cfg.encoder.name), ("llm", LLMS, cfg.llm.name),
                              ("tiling", TILINGS, cfg.tiling.name)):
@@ -78,12 +72,7 @@ def check_point(cfg: BenchConfig, swept: Optional[Collection[str]], problems: Li
     if cfg.tiling.tile is not None and (isinstance(cfg.tiling.tile, bool) or cfg.tiling.tile <= 0):
         problems.append(f"tiling.tile must be a positive number of pixels, got {cfg.tiling.tile!r}")
     if cfg.image_size is not None:
-        from .tiling import parse_image_size
-
-        try:
-            parse_image_size(cfg.image_size)
-        except ValueError as exc:
-            problems.append(str(exc))
+        problems.extend(_image_size_problems(cfg))
         if cfg.tiling.name == "none" and not cfg.hf and not {"tiling", "tiling.name"} & set(swept or ()):
             problems.append("image_size needs a tiling mode (tiling=anyres_next|anyres_max_9): without tiling "
                             "the image is centre-cropped to resolution x resolution, whatever its shape")
@@ -139,3 +128,16 @@ if register_groups not in GROUP_REGISTRARS:
     GROUP_REGISTRARS.append(register_groups)
 if check_point not in POINT_CHECKS:
     POINT_CHECKS.append(check_point)
+
+
+def _image_size_problems(cfg) -> List[str]:
+    """``image_size`` that cannot be read as WxH (or one side), for a composed point and a server alike."""
+    if cfg.image_size is None:
+        return []
+    from .tiling import parse_image_size
+
+    try:
+        parse_image_size(cfg.image_size)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
