@@ -184,9 +184,7 @@ def _measure(plan, rec: Record) -> None:
     if max_tokens >= 2:
         rec.stages.update(step_stages(result.steps.get("decode", []), run.timing.confidence))
     rec.pipeline = {s: f"endpoint:{part.kind}" for s in ("ttft", "decode") if s in rec.stages}
-    rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
-    rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
-                                                                 result.warmup_reason)
+    result.fill_run_fields(rec)
     _server_numbers(rec, kind, iterations[-result.iterations:], text_tokens,
                     server.encode_ms(log_from) if server else [])
 
@@ -209,12 +207,12 @@ def _server_numbers(rec: Record, kind, timed: List[List[Answer]], text_tokens: O
             per[k].append(tm.get(k))
     per["image_encode_ms"] = encode_ms  # warm-up requests included: the same image each time
     info["requests"] = per
-    prompt = _median([p for p in per["prompt_tokens"] if p is not None])
+    prompt = _median(per["prompt_tokens"])
     info["text_prompt_tokens"] = text_tokens
     info["prompt_tokens"] = int(prompt) if prompt is not None else None
     info["image_tokens"] = int(prompt - text_tokens) if prompt is not None and text_tokens is not None else None
-    info["server_prompt_ms"] = _median([x for x in per["prompt_ms"] if x is not None])
-    info["server_decode_per_token_ms"] = _median([x for x in per["predicted_per_token_ms"] if x is not None])
+    info["server_prompt_ms"] = _median(per["prompt_ms"])
+    info["server_decode_per_token_ms"] = _median(per["predicted_per_token_ms"])
     info["server_image_encode_ms"] = _median(encode_ms)
     info["output_tokens"] = _median(per["output_tokens"])
     rec.visual_tokens = rec.visual_tokens_measured = info["image_tokens"]  # the server's own count

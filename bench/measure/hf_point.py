@@ -179,9 +179,7 @@ def _time(plan: "PointPlan", rec: Record, model, parts, images, text, counts, bu
     rec.pipeline = {s: "hf" for s in ("vision_latency", "projector", "merge", "prefill") if s in rec.stages}
     if steps:
         rec.pipeline["decode"] = "hf"
-    rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
-    rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
-                                                                 result.warmup_reason)
+    result.fill_run_fields(rec)
     rec.iteration_probes = result.probes
     rec.disturbed_iterations = disturbed_iterations(result.probes)
     rec.peak_memory_mb, rec.peak_rss_mb = mem.peak_memory_mb, mem.peak_rss_mb

@@ -285,9 +285,7 @@ def _time_point(plan: PointPlan, vlm, rec: Record, turns: Turns) -> None:
             plan.llm, rec.params.get("llm") or 0, torch.empty((), dtype=vlm.dtype).element_size(),
             point.batch_size, rec.visual_tokens_measured or rec.visual_tokens, point.prompt_tokens, point.decode_tokens)
     _reduction_overhead(plan, vlm, rec, pixels, ids)
-    rec.timed_s, rec.warmup_s = result.timed_s, result.warmup_s
-    rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (result.stop_reason, result.warmup_iterations,
-                                                                 result.warmup_reason)
+    result.fill_run_fields(rec)
     rec.iteration_probes = result.probes
     rec.disturbed_iterations = disturbed_iterations(result.probes)
     rec.turns_taken = turns.taken_by_others - taken_before if turns.path else None

@@ -120,6 +120,14 @@ class TimingResult:
     #: stage -> one list per timed iteration of its step durations (ms), for stages that mark steps
     steps: Dict[str, List[List[float]]] = field(default_factory=dict)
 
+    def fill_run_fields(self, rec: Any) -> None:
+        """Copy how the run went onto a record (``bench.results.records.Record``): its timed and
+        warm-up seconds, why it stopped and how it warmed up. Every kind of point (composed,
+        ``hf=``, ``endpoint=``) records the same five fields from its timer."""
+        rec.timed_s, rec.warmup_s = self.timed_s, self.warmup_s
+        rec.stop_reason, rec.warmup_iterations, rec.warmup_reason = (self.stop_reason, self.warmup_iterations,
+                                                                     self.warmup_reason)
+
 
 _frozen = False
 
