@@ -31,6 +31,67 @@ def run_cli(args, cwd=None, timeout=600, env=None):
                           text=True, timeout=timeout, env=e)
 
 
+class StartedCli:
+    """A ``python -m bench`` run started by :func:`start_cli`: ``pid``, ``poll``, ``send_signal``,
+    ``kill``, ``wait``, ``returncode`` and ``communicate`` (text) like ``subprocess.Popen`` with
+    both outputs piped. A forked run writes its output to two files, read once it has ended."""
+
+    def __init__(self, run, out: Path, err: Path, tmp):
+        self._run, self._out, self._err, self._tmp = run, out, err, tmp
+        self.pid = run.pid
+
+    @property
+    def returncode(self):
+        return self._run.returncode
+
+    def poll(self):
+        return self._run.poll()
+
+    def send_signal(self, sig):
+        self._run.send_signal(sig)
+
+    def kill(self):
+        self._run.kill()
+
+    def wait(self, timeout=None):
+        return self._run.wait(timeout)
+
+    def communicate(self, timeout=None):
+        try:
+            self._run.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise subprocess.TimeoutExpired(f"bench pid {self.pid}", timeout,
+                                            self._out.read_text(errors="replace"),
+                                            self._err.read_text(errors="replace")) from None
+        out, err = self._out.read_text(errors="replace"), self._err.read_text(errors="replace")
+        self._tmp.cleanup()
+        return out, err
+
+
+def start_cli(args, cwd=None, env=None):
+    """Start ``python -m bench ARGS`` without waiting for it; a ``Popen``-like object.
+
+    For the tests that signal or race runs (SIGTERM during an export, two sweeps on one folder):
+    what they test is the program's handling once it runs, not its start, so, as in
+    :func:`run_cli`, the run is forked from the process that has done the imports when no extra
+    ``env`` is given; with one, or with ``FASTVLM_TESTS_FRESH_PROCESS=1``, a fresh interpreter."""
+    import forkserver
+
+    e = dict(os.environ)
+    e.setdefault("PYTHONUNBUFFERED", "1")
+    if env:
+        e.update(env)
+    elif forkserver.server(e) is not None:
+        tmp = tempfile.TemporaryDirectory(prefix="fvb-start-")
+        out, err = Path(tmp.name) / "out", Path(tmp.name) / "err"
+        out.touch()
+        err.touch()
+        run = forkserver.server(e).start(args, cwd or ROOT, e, str(out), str(err))
+        return StartedCli(run, out, err, tmp)
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=e)
+
+
 TINY = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick"]
 
 

@@ -47,50 +47,66 @@ assert "bench.app" not in sys.modules, "bench.app must be imported by each run (
 assert threading.active_count() == 1, "a thread would not survive the fork"
 MAIN = os.path.join(os.path.dirname(bench.cli.__file__), "__main__.py")
 print("ready", flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.chdir(req["cwd"])
-            os.umask(req["umask"])
-            for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, req["out"], os.O_WRONLY | os.O_TRUNC),
-                                    (2, req["err"], os.O_WRONLY | os.O_TRUNC)):
-                f = os.open(path, flags)
-                os.dup2(f, fd)
-                os.close(f)
-            os.environ.clear()
-            # what a fresh start has once it has started itself again under the default allocator
-            os.environ.update(bench.measure.allocator.child_env(bench.measure.allocator.DEFAULT, req["env"]))
-            sys.argv = [MAIN, *req["args"]]
-            sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
+# Runs may overlap (two sweeps racing on one folder): a request is answered "pid N" at once, and
+# "exit N CODE" is said when that child ends, reaped between requests; stdin is read unbuffered,
+# so that select() sees every request a buffered reader could hold back.
+import select
+children, buf, open_ = set(), b"", True
+while open_ or children:
+    if select.select([0] if open_ else [], [], [], 0.05 if children else None)[0]:
+        chunk = os.read(0, 65536)
+        open_ = bool(chunk)
+        buf += chunk
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
             try:
-                bench.cli.entry()  # ends the process itself (os._exit) on its normal path
-                code = 0
-            except SystemExit as exc:  # what the interpreter does with it
-                if exc.code is None:
-                    code = 0
-                elif isinstance(exc.code, int):
-                    code = exc.code
-                else:
-                    print(exc.code, file=sys.stderr)
-                    code = 1
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            threading._shutdown()
-            atexit._run_exitfuncs()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
+                os.chdir(req["cwd"])
+                os.umask(req["umask"])
+                for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, req["out"], os.O_WRONLY | os.O_TRUNC),
+                                        (2, req["err"], os.O_WRONLY | os.O_TRUNC)):
+                    f = os.open(path, flags)
+                    os.dup2(f, fd)
+                    os.close(f)
+                os.environ.clear()
+                # what a fresh start has once it has started itself again under the default allocator
+                os.environ.update(bench.measure.allocator.child_env(bench.measure.allocator.DEFAULT, req["env"]))
+                sys.argv = [MAIN, *req["args"]]
+                sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
                 try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(code)
-    print(pid, flush=True)
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
+                    bench.cli.entry()  # ends the process itself (os._exit) on its normal path
+                    code = 0
+                except SystemExit as exc:  # what the interpreter does with it
+                    if exc.code is None:
+                        code = 0
+                    elif isinstance(exc.code, int):
+                        code = exc.code
+                    else:
+                        print(exc.code, file=sys.stderr)
+                        code = 1
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                threading._shutdown()
+                atexit._run_exitfuncs()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:
+                        pass
+                os._exit(code)
+        children.add(pid)
+        print("pid", pid, flush=True)
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        children.discard(pid)
+        print("exit", pid, os.waitstatus_to_exitcode(status), flush=True)
 """
 
 
@@ -114,6 +130,22 @@ class ForkServer:
         if line != "ready":
             self.proc.kill()
             raise RuntimeError(f"the fork server did not start (it said {line!r})")
+        self.exits: Dict[int, int] = {}  # exit statuses said, by pid, not yet taken by their run
+
+    def _next(self, timeout: Optional[float]) -> Optional[tuple]:
+        """The server's next line as a tuple ("pid", N) or ("exit", N, CODE); None on a timeout.
+        An exit line is also kept in :attr:`exits` for the run it belongs to."""
+        out = self.proc.stdout
+        if timeout is not None and not select.select([out], [], [], max(timeout, 0))[0]:
+            return None
+        line = out.readline()
+        if not line:
+            raise RuntimeError("the fork server ended")
+        kind, *nums = line.split()
+        said = (kind.decode(), *map(int, nums))
+        if said[0] == "exit":
+            self.exits[said[1]] = said[2]
+        return said
 
     def start(self, args: Sequence[str], cwd, env: Dict[str, str], out: str, err: str) -> "ForkedRun":
         umask = os.umask(0o022)
@@ -157,7 +189,11 @@ class ForkedRun:
         data = (json.dumps(request) + "\n").encode()
         while data:  # a raw pipe may take part of it
             data = data[server.proc.stdin.write(data):]
-        self.pid = int(server.proc.stdout.readline())
+        while True:  # the answer, after any other run's exit said meanwhile
+            said = server._next(None)
+            if said[0] == "pid":
+                self.pid = said[1]
+                break
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -183,14 +219,16 @@ class ForkedRun:
         self.wait()
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        if self.returncode is None:
-            out = self.server.proc.stdout
-            if timeout is not None and not select.select([out], [], [], timeout)[0]:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            if self.pid in self.server.exits:
+                self.returncode = self.server.exits.pop(self.pid)
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or self.server._next(left) is None:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            line = out.readline()
-            if not line:
-                raise RuntimeError("the fork server ended")
-            self.returncode = int(line)
         return self.returncode
 
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from bench.results.records import POINT_KEYS, PointConfig
-from conftest import FAST, run_cli
+from conftest import FAST, run_cli, start_cli
 
 
 
@@ -321,10 +321,8 @@ def test_two_concurrent_sweeps_measure_each_point_once(tmp_path):
     res = tmp_path / "results"
     args = ["-m", *FAST, "name=both", f"results_dir={res}", "encoder=tiny_vit,tiny_convnext",
             "resolution=32,64", "timing.min_seconds=0.5", "timing.max_repeats=1000"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
-    outs = [pr.communicate(timeout=600)[0] for pr in procs]
+    procs = [start_cli(args, cwd=tmp_path) for _ in range(2)]  # forked once the imports are done
+    outs = ["".join(pr.communicate(timeout=600)) for pr in procs]
     assert all(pr.returncode == 0 for pr in procs), outs
     measured = sum(o.count("/records/") for o in outs)  # one "-> .../records/<id>.json" per measured point
     assert measured == 4, outs

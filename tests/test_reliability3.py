@@ -3,17 +3,14 @@ export cache, knobs checked up front, claims files and records read strictly, li
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FAST, ROOT, run_cli
+from conftest import FAST, run_cli, start_cli
 
 
 def _records(folder: Path):
@@ -39,13 +36,11 @@ def test_sigterm_during_an_export_or_compile_ends_the_point_every_time(tmp_path,
     under the dynamo key). Now the signal stays pending until the harness handles it. A spread of
     moments after the first export began (the first stage's export, the next stages', the load
     and compile): each ends with exit 143, an ``error`` record, and no half-made cache entry."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     for n, delay in enumerate((0.1, 1.6, 4.0)):  # early in the first export, mid-way, at load/compile
         res = tmp_path / f"r{n}"
         args = [*FAST, "name=sig", f"results_dir={res}", "encoder=tiny_vit", f"backend={backend}",
                 "timing.max_repeats=100000", "timing.max_seconds=60", "timing.min_seconds=60"]
-        proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        proc = start_cli(args, cwd=tmp_path)  # forked once the imports are done (tests/forkserver.py)
         exports = res / "exports" / backend
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not list(exports.glob("*.tmp-*")):
@@ -67,10 +62,8 @@ def test_two_concurrent_sweeps_share_one_export_cache(tmp_path):
     to delete the other's in-progress temporary folder (``FileNotFoundError``, exit 0). Now each
     key is locked while it is built: both end ``ok``, one export made, the other reused."""
     res = tmp_path / "r"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-m", "bench", *FAST, f"name={name}", f"results_dir={res}",
-                               "encoder=tiny_vit", "backend=onnxruntime", "backend.stages=[vision_latency]"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    procs = [start_cli([*FAST, f"name={name}", f"results_dir={res}", "encoder=tiny_vit", "backend=onnxruntime",
+                        "backend.stages=[vision_latency]"], cwd=tmp_path)
              for name in ("a", "b")]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):

@@ -1,14 +1,12 @@
 """End to end through the real CLI and real Hydra multiruns (tiny models, CPU)."""
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
 
 from bench.results.store import load_table
-from conftest import ROOT, TINY, run_cli
+from conftest import TINY, run_cli, start_cli
 
 
 def test_multirun_basic_launcher_writes_records_and_progress(results_dir):
@@ -80,8 +78,7 @@ def test_unknown_encoder_and_bad_values_are_clear_errors(results_dir):
 
 def _start_until_first_record(args, records):
     """``python -m bench ARGS`` started, once its first record is in ``records``."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli(args)  # forked once the imports are done (tests/forkserver.py)
     deadline = time.time() + 300
     while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
         time.sleep(0.1)

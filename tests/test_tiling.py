@@ -17,7 +17,7 @@ from bench.models.tiling import TileMerge, get_tiling, make_plan, placeholder_ne
 from bench.models.tiling.base import select_best_resolution
 from bench.results.records import PointConfig
 
-from conftest import TINY, run_cli
+from conftest import run_cli
 
 # (width, height): square and not, small (1 tile) to huge (anyres_max_9's shrink), the
 # sample photo's 512x600, and the sizes the papers quote (672 px NeXt, 1152 px OneVision)
