@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .figures import Caption, _log_axis, register_figure, save
+from .figures import Caption, _log_axis, finish_lines, register_figure, save
 
 SECTION = "Decode and throughput: TTFT, TPOT, E2E"
 _LINE_KEYS = ["encoder", "resolution", "llm", "decode_tokens"]
@@ -57,13 +57,8 @@ def latency_throughput_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
         for _, r in grp.iterrows():
             ax.annotate(f"b{int(r['batch_size'])}", (r["e2e_ms"], r["output_tokens_per_s"]), fontsize=7.5,
                         xytext=(4, 3), textcoords="offset points", color="0.3")
-    if g["e2e_ms"].max() / max(g["e2e_ms"].min(), 1e-9) > 20:
-        _log_axis(ax, "x")
-    ax.set_xlabel("per-request latency, E2E: image tensor in -> last token out (ms, median)")
-    ax.set_ylabel("output tokens/s (batch x tokens / E2E)")
-    ax.set_title("Latency-throughput under batching, one line per encoder")
-    ax.legend(loc="best", framealpha=0.9, fontsize=7.5)
-    fig.tight_layout()
+    finish_lines(fig, ax, g["e2e_ms"], "x", "per-request latency, E2E: image tensor in -> last token out (ms, median)",
+                 "output tokens/s (batch x tokens / E2E)", "Latency-throughput under batching, one line per encoder")
     return [(save(fig, fig_dir, "latency_throughput"),
              "Output tokens/s against per-request latency (E2E median) through batch sizes (labels bN): up and "
              "to the left is better; a line ends where memory or the per-point budget ended the batch ladder.")]

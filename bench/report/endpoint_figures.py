@@ -15,7 +15,7 @@ from typing import List
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .figures import Caption, _log_axis, register_figure, save
+from .figures import Caption, finish_lines, register_figure, save
 
 SECTION = "Endpoints: a running server's TTFT against image size"
 
@@ -55,13 +55,9 @@ def endpoint_ttft_figure(ok: pd.DataFrame, fig_dir: Path) -> List[Caption]:
             text = size + (f"\n{int(tok)} tok" if pd.notna(tok) else "")
             ax.annotate(text, (r["pixels"] / 1e6, r["ttft_ms"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points", color="0.3")
-    if data["ttft_ms"].max() / max(data["ttft_ms"].min(), 1e-9) > 20:
-        _log_axis(ax, "y")
-    ax.set_xlabel("image sent (megapixels; labels: size and the server's image tokens)")
-    ax.set_ylabel("TTFT, request sent -> first chunk (ms, median, 95 % interval)")
-    ax.set_title("Endpoint TTFT against image size, one line per server and concurrency")
-    ax.legend(loc="best", framealpha=0.9, fontsize=7.5)
-    fig.tight_layout()
+    finish_lines(fig, ax, data["ttft_ms"], "y", "image sent (megapixels; labels: size and the server's image tokens)",
+                 "TTFT, request sent -> first chunk (ms, median, 95 % interval)",
+                 "Endpoint TTFT against image size, one line per server and concurrency")
     return [(save(fig, fig_dir, "endpoint_ttft"),
              "Client TTFT of a running server against the size of the image sent (the sample photo resized), "
              "median and its 95 % interval; each point is labelled with its size and the image tokens the server "

@@ -108,6 +108,19 @@ def _log_axis(ax, axis: str = "x", time: bool = True) -> None:
     a.set_minor_formatter(NullFormatter())
 
 
+def finish_lines(fig, ax, values: pd.Series, log_axis: str, xlabel: str, ylabel: str, title: str) -> None:
+    """The common end of a line figure (one line per system): a log scale on ``log_axis`` when
+    ``values`` (that axis's data) spans more than 20x, so that a small system's line is not
+    flattened against the axis by a large one's, then labels, title and the legend."""
+    if values.max() / max(values.min(), 1e-9) > 20:
+        _log_axis(ax, log_axis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best", framealpha=0.9, fontsize=7.5)
+    fig.tight_layout()
+
+
 def _overlaps(bb, others, pad: float = 2.0) -> bool:
     for o in others:
         if not (bb.x1 + pad < o.x0 or o.x1 + pad < bb.x0 or bb.y1 + pad < o.y0 or o.y1 + pad < bb.y0):
