@@ -84,3 +84,20 @@ def test_an_hf_point_resolves_its_folder_config_and_processor_once(tmp_path, mon
     rec = measure_point(plan)  # processor, tokens, the build's memory check: skipped before allocating
     assert rec.status == "skipped" and "GiB" in rec.message and rec.visual_tokens > 0
     assert calls == {"resolve_source": 1, "check_config": 1, "load_processor": 1}
+
+
+def test_a_measured_hf_point_resumes_without_loading_its_processor(tmp_path, monkeypatch):
+    """A resumed sweep loaded every hf= point's processor (seconds each) before finding the point
+    measured already; now the processor is loaded only for a point that is to be measured, and
+    still before anything is claimed or built."""
+    import bench.models.hf.plan as hf_plan
+    from bench.measure.runner import run_point
+
+    loads = []
+    real = hf_plan.load_processor
+    monkeypatch.setattr(hf_plan, "load_processor", lambda *a, **k: loads.append(a) or real(*a, **k))
+    cfg = dataclasses.replace(_cfg(tmp_path), hf="smolvlm_256m", memory_headroom=1000.0)
+    first = run_point(cfg, in_grid=False)  # measured: skipped by the memory check, after the processor's count
+    assert (first["status"], first["resumed"], len(loads)) == ("skipped", False, 1)
+    again = run_point(cfg, in_grid=False)
+    assert (again["status"], again["resumed"], len(loads)) == ("skipped", True, 1)

@@ -112,6 +112,10 @@ def run_point(cfg: BenchConfig, in_grid: bool = True) -> Dict[str, Any]:
     if over:
         log.warning("skipped (not recorded): %s: %s", point.label(), over)
         return {"point_id": pid, "status": STATUS_OVER_BUDGET, "resumed": False, "message": over}
+    if plan.hf is not None:
+        # the processor is loaded only here, so a point measured already never loads it; its checks
+        # (pixel bounds) still come before anything is claimed or built: one line, exit 2
+        plan.hf.processor  # noqa: B018
     if point.allocator != current_allocator():  # measured by a process under its allocator (issue 33)
         return run_under_allocator(cfg, point, store, in_grid)
     claimed, owner = store.claim(pid)

@@ -1,5 +1,5 @@
 """An ``hf=`` point's part of its plan (``bench.measure.plan``): the folder resolved, its config
-checked, its processor loaded, each once.
+checked, its processor loaded (when the point is to be measured), each once.
 
 Why here and once: the folder was resolved and its config read by the point's id
 (``resolve_point``), again by the measurement (``AutoConfig``) and a third time by the build
@@ -8,6 +8,7 @@ the resolved objects and the measurement and the build take them from it.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,9 +25,20 @@ class HFPart:
     source: HFSource
     config: Any  # the folder's transformers config, checked to build an image-text-to-text model
     model_class: type
-    processor: Any
     min_pixels: Optional[int] = None
     max_pixels: Optional[int] = None
+
+    @functools.cached_property
+    def processor(self) -> Any:
+        """The processor with the pixel bounds, loaded on first use and kept: a point found
+        measured already (a resumed sweep) never loads it, which is most of its plan's cost
+        (seconds for a tiled or dynamic-resolution model). ``bench.measure.runner`` takes it
+        before claiming a point, so a processor that cannot be loaded is still one line and
+        exit 2 before anything is built."""
+        try:
+            return load_processor(self.source, self.min_pixels, self.max_pixels)
+        except (HFSourceError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def options(self) -> Optional[str]:
@@ -38,11 +50,11 @@ class HFPart:
 
 def plan_part(value: str, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None) -> HFPart:
     """The source, or a one-line :class:`~bench.config.ConfigError` before anything is built: a
-    folder that cannot be a point, or pixel bounds its processor lacks."""
+    folder that cannot be a point (pixel bounds its processor lacks: when the processor is
+    loaded, :attr:`HFPart.processor`)."""
     try:
         source = resolve_source(value)
         config, cls = check_config(source)
-        proc = load_processor(source, min_pixels, max_pixels)
     except (HFSourceError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
-    return HFPart(source, config, cls, proc, min_pixels or None, max_pixels or None)
+    return HFPart(source, config, cls, min_pixels or None, max_pixels or None)
