@@ -18,7 +18,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-UV_VERSION=0.13.9
+. "$ROOT/constraints/uv.env"  # UV_VERSION
 CHECK=0
 [[ "${1:-}" == "--check" ]] && CHECK=1
 

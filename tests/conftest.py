@@ -16,16 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_cli(args, cwd=None, timeout=600, env=None):
     """Run ``python -m bench ARGS`` for real; returns the CompletedProcess.
 
-    Without extra ``env``, in a process forked from one that has done the imports
-    (tests/forkserver.py: the same program, arguments, folder and environment, seconds sooner);
-    with it, or with ``FASTVLM_TESTS_FRESH_PROCESS=1``, in a fresh interpreter."""
+    Without extra ``env`` (or only variables read at run time: ``forkserver.forkable``), in a
+    process forked from one that has done the imports (tests/forkserver.py: the same program,
+    arguments, folder and environment, seconds sooner); otherwise, or with
+    ``FASTVLM_TESTS_FRESH_PROCESS=1``, in a fresh interpreter."""
     import forkserver
 
     e = dict(os.environ)
     e.setdefault("PYTHONUNBUFFERED", "1")
-    if env:
-        e.update(env)
-    elif forkserver.server(e) is not None:
+    e.update(env or {})
+    if forkserver.forkable(env or {}) and forkserver.server(e) is not None:
         return forkserver.server(e).run(args, cwd or ROOT, e, timeout)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
@@ -73,15 +73,15 @@ def start_cli(args, cwd=None, env=None):
 
     For the tests that signal or race runs (SIGTERM during an export, two sweeps on one folder):
     what they test is the program's handling once it runs, not its start, so, as in
-    :func:`run_cli`, the run is forked from the process that has done the imports when no extra
-    ``env`` is given; with one, or with ``FASTVLM_TESTS_FRESH_PROCESS=1``, a fresh interpreter."""
+    :func:`run_cli`, the run is forked from the process that has done the imports when it is given
+    no extra ``env`` (or only run-time variables); otherwise, or with
+    ``FASTVLM_TESTS_FRESH_PROCESS=1``, a fresh interpreter."""
     import forkserver
 
     e = dict(os.environ)
     e.setdefault("PYTHONUNBUFFERED", "1")
-    if env:
-        e.update(env)
-    elif forkserver.server(e) is not None:
+    e.update(env or {})
+    if forkserver.forkable(env or {}) and forkserver.server(e) is not None:
         tmp = tempfile.TemporaryDirectory(prefix="fvb-start-")
         out, err = Path(tmp.name) / "out", Path(tmp.name) / "err"
         out.touch()

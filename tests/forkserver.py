@@ -241,13 +241,35 @@ _SERVER: Optional[ForkServer] = None
 #: fails, not when it is imported. The child's environment is the run's own, so they still count.
 _ANY_VALUE = ("PYTHONUNBUFFERED", "PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR")
 
+#: Variables no library reads on import, only a program run later: Slurm's commands read
+#: ``SLURM_CONF`` when the launcher calls ``sbatch``; ``PYTHONPATH`` is read when an interpreter
+#: starts, so the run's own child processes (submitit's jobs) get it from the child's
+#: environment, and for the run itself a path holding only this checkout adds nothing: a forked
+#: run, like ``python -m bench`` started here, has the checkout first on its path.
+RUN_TIME = ("SLURM_CONF",)
+
+
+def forkable(extra: Dict[str, str]) -> bool:
+    """Whether a run given ``extra`` environment may be forked: it sets only :data:`RUN_TIME`
+    variables and a ``PYTHONPATH`` that adds nothing but this checkout."""
+    return all(k in RUN_TIME or (k == "PYTHONPATH" and _pythonpath(v) == _pythonpath(os.environ.get(k, "")))
+               for k, v in extra.items())
+
+
+def _pythonpath(value: str) -> list:
+    return [p for p in value.split(os.pathsep) if p and Path(p).resolve() != ROOT]
+
 
 def _normal(env: Dict[str, str]) -> Dict[str, str]:
     """``env`` as a fresh start has it once under the default allocator (glibc_held's variables,
     which ``bench.cli.main`` called in this process adds to it, come out the same either way)."""
     from bench.measure import allocator
 
-    return {k: v for k, v in allocator.child_env(allocator.DEFAULT, env).items() if k not in _ANY_VALUE}
+    out = {k: v for k, v in allocator.child_env(allocator.DEFAULT, env).items() if k not in _ANY_VALUE + RUN_TIME}
+    path = _pythonpath(out.pop("PYTHONPATH", ""))  # this checkout is on a run's path either way
+    if path:
+        out["PYTHONPATH"] = os.pathsep.join(path)
+    return out
 
 
 def server(env: Optional[Dict[str, str]] = None) -> Optional[ForkServer]:

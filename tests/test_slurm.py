@@ -14,14 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.results.records import Record
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, run_cli, start_cli
 
 LOCAL_SLURM_CONF = Path(os.environ.get("FASTVLM_SLURM_DIR", "/tmp/fastvlm-slurm")) / "slurm.conf"
 LAUNCHERS = [pytest.param("submitit_slurm", marks=pytest.mark.slurm, id="slurm"),
@@ -179,8 +178,9 @@ def test_sweep_one_process_per_point(launcher, results_dir):
 
 
 def _start_sweep(args, env):
-    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    """The sweep's driver, forked once the imports are done (tests/forkserver.py): its jobs are
+    fresh processes, started by submitit or Slurm."""
+    return start_cli(args, env=env)
 
 
 def _interrupt_one_point_while_timing(kind, largs, env, results_dir, name, full_cancel):
@@ -194,7 +194,7 @@ def _interrupt_one_point_while_timing(kind, largs, env, results_dir, name, full_
                                      None), 300, "a point to start timing")
         time.sleep(1.5)
         _signal_job(kind, job, signal.SIGTERM, full_cancel)
-        out, _ = proc.communicate(timeout=300)
+        out = "".join(proc.communicate(timeout=300))  # the driver's output and its log lines
     finally:
         if proc.poll() is None:
             proc.kill()
