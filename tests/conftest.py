@@ -13,6 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _run_env(env):
+    """A run's environment (this process's, unbuffered, plus ``env``) and the fork server to fork
+    it from, or None where it must start afresh (see :func:`run_cli`)."""
+    import forkserver
+
+    e = dict(os.environ)
+    e.setdefault("PYTHONUNBUFFERED", "1")
+    e.update(env or {})
+    return e, (forkserver.server(e) if forkserver.forkable(env or {}) else None)
+
+
 def run_cli(args, cwd=None, timeout=600, env=None):
     """Run ``python -m bench ARGS`` for real; returns the CompletedProcess.
 
@@ -20,13 +31,9 @@ def run_cli(args, cwd=None, timeout=600, env=None):
     process forked from one that has done the imports (tests/forkserver.py: the same program,
     arguments, folder and environment, seconds sooner); otherwise, or with
     ``FASTVLM_TESTS_FRESH_PROCESS=1``, in a fresh interpreter."""
-    import forkserver
-
-    e = dict(os.environ)
-    e.setdefault("PYTHONUNBUFFERED", "1")
-    e.update(env or {})
-    if forkserver.forkable(env or {}) and forkserver.server(e) is not None:
-        return forkserver.server(e).run(args, cwd or ROOT, e, timeout)
+    e, server = _run_env(env)
+    if server is not None:
+        return server.run(args, cwd or ROOT, e, timeout)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=e)
 
@@ -68,28 +75,28 @@ class StartedCli:
         return out, err
 
 
-def start_cli(args, cwd=None, env=None):
+def start_cli(args, cwd=None, env=None, quiet=False):
     """Start ``python -m bench ARGS`` without waiting for it; a ``Popen``-like object.
 
     For the tests that signal or race runs (SIGTERM during an export, two sweeps on one folder):
     what they test is the program's handling once it runs, not its start, so, as in
     :func:`run_cli`, the run is forked from the process that has done the imports when it is given
     no extra ``env`` (or only run-time variables); otherwise, or with
-    ``FASTVLM_TESTS_FRESH_PROCESS=1``, a fresh interpreter."""
-    import forkserver
-
-    e = dict(os.environ)
-    e.setdefault("PYTHONUNBUFFERED", "1")
-    e.update(env or {})
-    if forkserver.forkable(env or {}) and forkserver.server(e) is not None:
+    ``FASTVLM_TESTS_FRESH_PROCESS=1``, a fresh interpreter. ``quiet``: its output is discarded
+    (a run that is killed and never read; unread pipes could fill and stall it)."""
+    e, server = _run_env(env)
+    if server is not None:
         tmp = tempfile.TemporaryDirectory(prefix="fvb-start-")
-        out, err = Path(tmp.name) / "out", Path(tmp.name) / "err"
-        out.touch()
-        err.touch()
-        run = forkserver.server(e).start(args, cwd or ROOT, e, str(out), str(err))
-        return StartedCli(run, out, err, tmp)
-    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=e)
+        if quiet:
+            out = err = Path(os.devnull)
+        else:
+            out, err = Path(tmp.name) / "out", Path(tmp.name) / "err"
+            out.touch()
+            err.touch()
+        return StartedCli(server.start(args, cwd or ROOT, e, str(out), str(err)), out, err, tmp)
+    pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=cwd or ROOT, stdout=pipe, stderr=pipe,
+                            text=True, env=e)
 
 
 TINY = ["sweep=none", "llm=qwen2_tiny", "report=false", "timing=quick"]

@@ -107,29 +107,15 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
     import random
     import shutil
     import signal
-    import subprocess
-    import sys
     import time
 
-    from conftest import ROOT, TINY
-
-    import forkserver
+    from conftest import TINY, start_cli
 
     rng = random.Random(10)
     res = ",".join(str(16 * k) for k in range(2, 26))  # 24 tiny points, milliseconds each
     args = ["-m", *TINY, "name=k9", f"results_dir={tmp_path}", "encoder=tiny_vit",
             f"resolution={res}", "timing.min_repeats=1", "count_flops=false", "measure_peak=false", "threads=1"]
     root = tmp_path / "k9"
-    env = dict(os.environ)
-    server = forkserver.server(env)
-    if server is not None:
-
-        def launch():
-            return server.start(args, ROOT, env, os.devnull, os.devnull)
-    else:
-        def launch():
-            return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
     finished, kills, hits, t0 = {}, 0, 0, time.monotonic()
 
     def n_records():
@@ -144,7 +130,7 @@ def test_kill_9_at_random_moments_loses_no_finished_record(tmp_path):
     # at writes. The cap only stops a sweep that hangs.
     while kills < 12 and time.monotonic() - t0 < 600:
         n0 = n_records()
-        proc = launch()
+        proc = start_cli(args, quiet=True)  # forked, or fresh with FASTVLM_TESTS_FRESH_PROCESS=1
         if startup is None or kills % 3 != 0:
             t_launch = time.monotonic()
             while n_records() == n0 and proc.poll() is None and time.monotonic() - t_launch < 120:
