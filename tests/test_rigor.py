@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
 from bench.measure.extra_work import extra_work_ms
 from bench.regress.compare import PAIR_NOISE_FLOOR
-from conftest import run_cli, start_cli
+from conftest import ROOT, run_cli
 
 # serial (tests/conftest.py), the tests of the interleaved runs (the ``runs`` fixture, made by the
 # first of them) and of other processes' CPU use: judged from times measured in one run; a
@@ -42,8 +44,9 @@ def _sweep(results, name, *extra):
 def _pair(results, names, extras):
     """Two runs at the same time, in turns on the machine (the real CLI, two processes)."""
     turn = results / f"{names[0]}.turn"
-    procs = [start_cli([*POINT, f"name={n}", f"results_dir={results}", f"timing.turns={turn}", *x])
-             for n, x in zip(names, extras)]  # forked once the imports are done (tests/forkserver.py)
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *POINT, f"name={n}", f"results_dir={results}",
+                               f"timing.turns={turn}", *x], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n, x in zip(names, extras)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
